@@ -1,0 +1,3 @@
+"""astroflow: from raw telescope pixels to a trained, evaluated, reproducible model."""
+
+__version__ = "0.1.0"

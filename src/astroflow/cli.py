@@ -1,0 +1,44 @@
+"""The ``astroflow`` command: one sub-command per pipeline stage, plus run tools.
+
+Each sub-command hands the rest of the command line to the stage's own ``main(argv)``, which
+tests call in-process. Stage modules are imported lazily so ``astroflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "simulate": ("astroflow.simulate.stage", "make the demo survey: raw FITS exposures, calibration frames, catalogs"),
+    "reduce": ("astroflow.reduce.stage", "calibrate raw exposures, detect objects, write Zarr cutout stores"),
+    "train": ("astroflow.train.stage", "train a classifier on the cutout stores (Lightning, tracked in MLflow)"),
+    "evaluate": ("astroflow.evaluate.stage", "score the model and baselines on the held-out region"),
+    "tracking": ("astroflow.tracking", "MLflow store tools: `init` creates the database before parallel jobs"),
+}
+
+USAGE = "usage: astroflow <command> [options]\n\ncommands:\n" + "\n".join(
+    f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items()
+) + "\n\nRun `astroflow <command> --help` for a command's options."
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(USAGE)
+        return 0
+    if argv[0] == "--version":
+        from astroflow import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"astroflow: unknown command {name!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

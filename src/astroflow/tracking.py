@@ -1,0 +1,208 @@
+"""MLflow tracking for stage jobs: one run per job, tagged so any result traces back to raw pixels.
+
+Every stage wraps its work in :func:`stage_run`, which points MLflow at the configured store,
+tags the run with the lineage (stage, rule, pipeline id, git commit and dirty flag, config hash,
+dataset digest, upstream run ids, package versions) and makes sure the run never stays RUNNING:
+an exception ends it FAILED, SIGTERM/SIGINT end it KILLED.
+
+The sqlite store must exist before jobs run in parallel (concurrent creation of a new sqlite
+database crashes), so the workflow runs ``astroflow tracking init`` once, first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+
+from astroflow import __version__
+from astroflow.cli_common import add_config_args, resolve_config, setup_logging
+from astroflow.config import config_hash
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PIPELINE_ID_ENV = "ASTROFLOW_PIPELINE_ID"
+RULE_ENV = "ASTROFLOW_RULE"
+TRACKED_PACKAGES = ("torch", "lightning", "dask", "zarr", "astropy", "mlflow", "galsim", "sep")
+# Sections every stage's params include besides its own: what defines the data it sees.
+SHARED_SECTIONS = ("seed", "instrument", "data")
+
+
+def tracking_uri(cfg: Mapping) -> str:
+    """The tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``cfg["tracking"]["uri"]``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg["tracking"]["uri"]
+
+
+def init_store(cfg: Mapping) -> dict:
+    """Create (or upgrade) the tracking store and the experiment; return what was set up.
+
+    Run once before parallel jobs: creating the sqlite schema from two processes at once fails.
+    """
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.set_experiment(cfg["tracking"]["experiment"])
+    return {"uri": uri, "experiment": experiment.name, "experiment_id": experiment.experiment_id}
+
+
+def git_state() -> dict[str, str]:
+    """The code version: git commit of the checkout and whether it has uncommitted changes."""
+
+    def _git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "src", "workflow",
+                 "Snakefile", "config", "pyproject.toml")
+    return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that can change a result."""
+    versions = {"astroflow": __version__}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def flatten(mapping: Mapping, prefix: str = "") -> dict[str, str]:
+    """Flatten nested config into ``a.b.c`` keys with string values, as MLflow params want."""
+    flat: dict[str, str] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return flat
+
+
+def stage_params(cfg: Mapping, stage: str) -> dict:
+    """The part of the config a stage's results depend on: its section plus the shared ones."""
+    return {key: cfg[key] for key in (*SHARED_SECTIONS, stage) if key in cfg}
+
+
+def lineage_tags(
+    cfg: Mapping,
+    stage: str,
+    dataset_digest: str | None = None,
+    upstream_run_ids: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """All tags that tie a run to its code, config, data and upstream runs."""
+    tags = {
+        "stage": stage,
+        "rule": os.environ.get(RULE_ENV, stage),
+        "pipeline_id": os.environ.get(PIPELINE_ID_ENV, "standalone-" + uuid.uuid4().hex[:8]),
+        "config_hash": config_hash(stage_params(cfg, stage)),
+        **git_state(),
+        **{f"version.{k}": v for k, v in package_versions().items()},
+    }
+    if dataset_digest:
+        tags["dataset_digest"] = dataset_digest
+    for up_stage, run_id in (upstream_run_ids or {}).items():
+        tags[f"upstream.{up_stage}"] = run_id
+    tags.update(extra or {})
+    return tags
+
+
+class _Terminated(BaseException):
+    """Raised from a SIGTERM handler so the run can be closed as KILLED."""
+
+
+@contextlib.contextmanager
+def _terminate_as_exception() -> Iterator[None]:
+    def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise _Terminated(f"received signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def stage_run(
+    cfg: Mapping,
+    stage: str,
+    run_name: str | None = None,
+    dataset_digest: str | None = None,
+    upstream_run_ids: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Open the MLflow run of one stage job; it ends FINISHED, FAILED or KILLED, never RUNNING.
+
+    Parameters
+    ----------
+    cfg : mapping
+        The resolved config; its ``tracking`` section chooses the store, and the stage's
+        section plus the shared sections are logged as params.
+    stage : str
+        Stage word (``reduce``, ``train``, ``evaluate``...), also the ``stage`` tag.
+    run_name, dataset_digest, upstream_run_ids, tags
+        Run name, the digest of the data read, ``{stage: run_id}`` of upstream runs, extra tags.
+    """
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    mlflow.set_experiment(cfg["tracking"]["experiment"])
+    all_tags = lineage_tags(cfg, stage, dataset_digest, upstream_run_ids, tags)
+    with _terminate_as_exception():
+        run = mlflow.start_run(run_name=run_name or stage, tags=all_tags)
+        try:
+            params = flatten(stage_params(cfg, stage))
+            # MLflow accepts at most 100 params per batch call.
+            items = sorted(params.items())
+            for start in range(0, len(items), 100):
+                mlflow.log_params(dict(items[start : start + 100]))
+            log.info("MLflow run %s (%s) in %s", run.info.run_id, stage, tracking_uri(cfg))
+            yield run
+        except (_Terminated, KeyboardInterrupt):
+            mlflow.end_run(status="KILLED")
+            raise
+        except BaseException:
+            mlflow.end_run(status="FAILED")
+            raise
+        else:
+            mlflow.end_run(status="FINISHED")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``astroflow tracking init``: create the store once, before parallel jobs."""
+    parser = argparse.ArgumentParser(prog="astroflow tracking", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="create/upgrade the tracking store and experiment")
+    add_config_args(init)
+    init.add_argument("--out", required=True, help="JSON file recording the store that was set up")
+    args = parser.parse_args(argv)
+    setup_logging()
+    cfg = resolve_config(args)
+    info = init_store(cfg)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(info, indent=2) + "\n")
+    log.info("tracking store ready: %s (experiment %s)", info["uri"], info["experiment"])
+    return 0

@@ -1,0 +1,92 @@
+# Shared helpers for the rules: config validation, stage params, code versions, file lists.
+# Logic beyond this belongs in src/astroflow, where it is tested.
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+from astroflow import config as astroflow_config
+
+# Validate against workflow/schemas/config.schema.yaml (defaults filled in) before any job runs;
+# a bad value stops here with the dotted key named.
+try:
+    _resolved = astroflow_config.validate(config, source="snakemake config")
+except astroflow_config.ConfigError as err:
+    raise WorkflowError(str(err)) from None
+config.clear()
+config.update(_resolved)
+
+# One pipeline id groups the MLflow runs of one `snakemake` invocation; jobs inherit it.
+os.environ.setdefault("ASTROFLOW_PIPELINE_ID", uuid.uuid4().hex[:12])
+
+SRC = Path(workflow.basedir) / "src" / "astroflow"
+# Source files whose edits change each stage's outputs (Snakemake cannot see inside src/).
+CODE_PATHS = {
+    "simulate": ["simulate"],
+    "reduce": ["reduce", "io"],
+    "train": ["train", "split.py"],
+    "evaluate": ["evaluate"],
+}
+COMMON_CODE = ["config.py", "cli_common.py"]
+
+
+def code_version(stage):
+    """sha256 over the stage's source files, passed as a param so code edits rerun the stage."""
+    digest = hashlib.sha256()
+    for rel in COMMON_CODE + CODE_PATHS[stage]:
+        path = SRC / rel
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(SRC)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# Sections each stage's results depend on. A stage gets exactly these as its params, so a
+# config change reruns exactly the stages that read the changed key.
+STAGE_SECTIONS = {
+    "simulate": ["seed", "instrument", "simulate"],
+    "reduce": ["seed", "instrument", "reduce"],
+    "train": ["seed", "instrument", "reduce", "train"],
+    "evaluate": ["seed", "instrument", "reduce", "train", "evaluate"],
+    "tracking": [],
+}
+
+
+def stage_config(stage, tracked=False):
+    """The config a stage's command receives as --config-json (shell-quoted with :q).
+
+    ``tracked`` adds the tracking section, for jobs that open an MLflow run.
+    """
+    keys = STAGE_SECTIONS[stage] + (["tracking"] if tracked or stage == "tracking" else [])
+    return json.dumps({key: config[key] for key in keys}, sort_keys=True)
+
+
+RAW = config["data"]["raw_dir"]
+LABELS = config["data"]["labels"]
+TRUTH = config["data"]["truth"]
+MODELS = config["train"]["models"]
+
+if config["simulate"]["enabled"]:
+    from astroflow.simulate import layout as _layout
+
+    FIELDS = _layout.field_names(config)
+    CALIB_FRAMES = _layout.calib_files(config, RAW)
+    SCIENCE = {field: _layout.science_files(config, RAW, field) for field in FIELDS}
+else:
+    from astroflow.io import archive as _archive
+
+    _frames = _archive.scan_archive(RAW)
+    CALIB_FRAMES = sorted(f.path for f in _frames if f.imagetyp in {"bias", "dark", "flat"})
+    SCIENCE = {}
+    for _frame in _frames:
+        if _frame.imagetyp == "object" and _frame.field:
+            SCIENCE.setdefault(_frame.field, []).append(_frame.path)
+    SCIENCE = {field: sorted(paths) for field, paths in SCIENCE.items()}
+    FIELDS = sorted(SCIENCE)
+
+
+wildcard_constraints:
+    field="[A-Za-z0-9_.+-]+",
+    model="|".join(["kim_brunner", "resnet"]),

@@ -1,0 +1,48 @@
+# Score the model and the classical baselines on the same held-out sky region.
+
+
+rule evaluate:
+    input:
+        index="results/reduce/index.json",
+        objects="results/reduce/objects.parquet",
+        stores=expand("results/reduce/fields/{field}.zarr", field=FIELDS),
+        model="results/train/{model}/model",
+        split="results/train/{model}/split.parquet",
+        run="results/train/{model}/run.json",
+        truth=[TRUTH] if TRUTH else [],
+    output:
+        metrics=report(
+            "results/evaluate/{model}/metrics.json",
+            caption="../report/metrics.rst",
+            category="Evaluation",
+            subcategory="{model}",
+        ),
+        predictions="results/evaluate/{model}/predictions.parquet",
+        plots=report(
+            directory("results/evaluate/{model}/plots"),
+            patterns=["{name}.png"],
+            caption="../report/plots.rst",
+            category="Evaluation",
+            subcategory="{model}",
+        ),
+        run="results/evaluate/{model}/run.json",
+    params:
+        cfg=stage_config("evaluate", tracked=True),
+        code=code_version("evaluate"),
+        truth=TRUTH or "",
+        train_dir="results/train/{model}",
+        out="results/evaluate/{model}",
+    log:
+        "logs/evaluate/{model}.log",
+    benchmark:
+        "results/benchmarks/evaluate_{model}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "ASTROFLOW_RULE=evaluate astroflow evaluate --config-json {params.cfg:q}"
+        " --model {wildcards.model:q} --index {input.index:q} --train-dir {params.train_dir:q}"
+        " --truth {params.truth:q} --out-dir {params.out:q} --threads {threads} > {log:q} 2>&1"

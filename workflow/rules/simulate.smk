@@ -1,0 +1,65 @@
+# The demo survey: raw exposures, calibration frames and catalogs made by the simulator.
+# Skipped when simulate.enabled is false (a real archive under data.raw_dir).
+
+if config["simulate"]["enabled"]:
+
+    rule simulate_calib:
+        output:
+            CALIB_FRAMES,
+        params:
+            cfg=stage_config("simulate"),
+            code=code_version("simulate"),
+            raw=RAW,
+        log:
+            "logs/simulate/calib.log",
+        benchmark:
+            "results/benchmarks/simulate_calib.tsv"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        conda:
+            "../../envs/simulate.yaml"
+        shell:
+            "astroflow simulate calib --config-json {params.cfg:q} --raw-dir {params.raw:q}"
+            " > {log:q} 2>&1"
+
+    rule simulate_field:
+        output:
+            # layout.science_files with a "{field}" placeholder gives this field's exposures.
+            exposures=_layout.science_files(config, RAW, "{field}"),
+            truth="data/catalogs/fields/{field}.truth.ecsv",
+        params:
+            cfg=stage_config("simulate"),
+            code=code_version("simulate"),
+            raw=RAW,
+        log:
+            "logs/simulate/field_{field}.log",
+        benchmark:
+            "results/benchmarks/simulate_field_{field}.tsv"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        conda:
+            "../../envs/simulate.yaml"
+        shell:
+            "astroflow simulate field --config-json {params.cfg:q} --field {wildcards.field:q}"
+            " --raw-dir {params.raw:q} --truth-out {output.truth:q} > {log:q} 2>&1"
+
+    rule simulate_catalogs:
+        input:
+            expand("data/catalogs/fields/{field}.truth.ecsv", field=FIELDS),
+        output:
+            truth=TRUTH,
+            labels=LABELS,
+        params:
+            cfg=stage_config("simulate"),
+            code=code_version("simulate"),
+        log:
+            "logs/simulate/catalogs.log",
+        conda:
+            "../../envs/simulate.yaml"
+        shell:
+            "astroflow simulate catalogs --config-json {params.cfg:q} --truth-in {input:q}"
+            " --truth-out {output.truth:q} --labels-out {output.labels:q} > {log:q} 2>&1"
