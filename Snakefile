@@ -1,11 +1,15 @@
 # astroflow: raw telescope exposures -> calibrated Zarr cutouts -> trained, evaluated classifier.
 # Run `snakemake -c2` for the demo survey; `--configfile config/tiny.yaml` for the tiny one.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default config lives next to this Snakefile, so `snakemake -d WORKDIR` still finds it;
+# `--configfile` files merge on top of it.
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "workflow/rules/common.smk"

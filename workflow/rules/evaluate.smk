@@ -29,9 +29,8 @@ rule evaluate:
     params:
         cfg=stage_config("evaluate", tracked=True),
         code=code_version("evaluate"),
-        truth=TRUTH or "",
-        train_dir="results/train/{model}",
-        out="results/evaluate/{model}",
+        train_dir=lambda wildcards, input: os.path.dirname(input.run),
+        out=lambda wildcards, output: os.path.dirname(output.run),
     log:
         "logs/evaluate/{model}.log",
     benchmark:
@@ -45,4 +44,4 @@ rule evaluate:
     shell:
         "ASTROFLOW_RULE=evaluate astroflow evaluate --config-json {params.cfg:q}"
         " --model {wildcards.model:q} --index {input.index:q} --train-dir {params.train_dir:q}"
-        " --truth {params.truth:q} --out-dir {params.out:q} --threads {threads} > {log:q} 2>&1"
+        " --truth {input.truth:q} --out-dir {params.out:q} --threads {threads} > {log:q} 2>&1"

@@ -10,7 +10,7 @@ rule reduce_calib:
     params:
         cfg=stage_config("reduce"),
         code=code_version("reduce"),
-        out="results/reduce/calib",
+        out=lambda wildcards, output: os.path.dirname(output.manifest),
     log:
         "logs/reduce/calib.log",
     benchmark:
@@ -38,7 +38,7 @@ rule reduce_field:
     params:
         cfg=stage_config("reduce"),
         code=code_version("reduce"),
-        calib="results/reduce/calib",
+        calib=lambda wildcards, input: os.path.dirname(input.calib),
     log:
         "logs/reduce/field_{field}.log",
     benchmark:

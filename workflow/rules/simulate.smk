@@ -2,6 +2,11 @@
 # Skipped when simulate.enabled is false (a real archive under data.raw_dir).
 
 if config["simulate"]["enabled"]:
+    # One field's exposures with the field name as a wildcard (same for every field).
+    SCIENCE_PATTERNS = [
+        os.path.join(RAW, "science", "{field}", os.path.basename(path).replace(FIELDS[0], "{field}", 1))
+        for path in SCIENCE[FIELDS[0]]
+    ]
 
     rule simulate_calib:
         output:
@@ -9,7 +14,8 @@ if config["simulate"]["enabled"]:
         params:
             cfg=stage_config("simulate"),
             code=code_version("simulate"),
-            raw=RAW,
+            # raw/calib/<frame> -> raw
+            raw=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
         log:
             "logs/simulate/calib.log",
         benchmark:
@@ -26,13 +32,15 @@ if config["simulate"]["enabled"]:
 
     rule simulate_field:
         output:
-            # layout.science_files with a "{field}" placeholder gives this field's exposures.
-            exposures=_layout.science_files(config, RAW, "{field}"),
+            exposures=SCIENCE_PATTERNS,
             truth="data/catalogs/fields/{field}.truth.ecsv",
         params:
             cfg=stage_config("simulate"),
             code=code_version("simulate"),
-            raw=RAW,
+            # raw/science/<field>/<exposure> -> raw
+            raw=lambda wildcards, output: os.path.dirname(
+                os.path.dirname(os.path.dirname(output.exposures[0]))
+            ),
         log:
             "logs/simulate/field_{field}.log",
         benchmark:

@@ -15,7 +15,7 @@ rule train:
     params:
         cfg=stage_config("train", tracked=True),
         code=code_version("train"),
-        out="results/train/{model}",
+        out=lambda wildcards, output: os.path.dirname(output.run),
     log:
         "logs/train/{model}.log",
     benchmark:
