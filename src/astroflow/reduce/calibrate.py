@@ -1,0 +1,306 @@
+"""Calibrate one science exposure: electrons, flat field, variance, masks, background, PSF.
+
+Order of operations (all on the assembled detector, in electrons until the last step):
+overscan/trim/gain (:mod:`assemble`) -> minus master bias -> minus master dark x EXPTIME ->
+divided by the band's master flat -> variance (Poisson + read noise, through the flat) ->
+masks (saturated + bleed, bad flat pixels, hot dark pixels) -> cosmic rays (astroscrappy,
+replaced by its cleaned values and flagged) -> e-/s -> background (sep) subtracted -> PSF FWHM
+from bright unsaturated stars, aperture correction and 5-sigma depth.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import astroscrappy
+import numpy as np
+import sep
+from astropy.time import Time
+from astropy.wcs import WCS
+from scipy import ndimage
+
+from astroflow.io.archive import normalise_imagetyp
+from astroflow.io.fits_read import FrameError, read_frame
+from astroflow.reduce.assemble import AmpElectrons, Layout, amp_to_electrons, assemble, detector_wcs
+from astroflow.reduce.masters import Masters
+
+log = logging.getLogger(__name__)
+
+#: Mask bits of the data contract.
+MASK_BAD = 1
+MASK_COSMIC = 2
+MASK_OFF_DETECTOR = 4
+
+#: Pixels within this many rows of a saturated pixel (same column) are flagged as bleed.
+BLEED_ROWS = 2
+#: Exposures with at least this fraction of saturated pixels are quarantined.
+FULLY_SATURATED_FRACTION = 0.99
+#: Aperture radius of the PSF magnitude, in units of the PSF FWHM.
+PSF_APERTURE_FWHM = 1.0
+#: Radius (in FWHM) treated as "total" flux of a star when measuring the aperture correction.
+TOTAL_APERTURE_FWHM = 3.0
+#: Minimum number of stars needed to measure the PSF.
+MIN_PSF_STARS = 3
+
+
+@dataclass
+class Exposure:
+    """A calibrated exposure, ready for detection, photometry and cutouts.
+
+    ``image`` is background-subtracted flux in e-/s per pixel; ``variance`` in (e-/s)^2;
+    ``mask`` uses bits 1 (bad/saturated/bleed) and 2 (cosmic ray).
+    """
+
+    path: str
+    expnum: str
+    band: str
+    exptime_s: float
+    mjd: float
+    image: np.ndarray
+    variance: np.ndarray
+    mask: np.ndarray
+    background_rms: float
+    wcs: WCS
+    psf_fwhm_pix: float
+    psf_fwhm_arcsec: float
+    psf_aperture_pix: float
+    aperture_correction: float
+    depth_mag_5sigma: float
+    zeropoint_mag: float
+    n_cosmic: int
+
+
+def amp_task(
+    path: str, index: int, layout: Layout, overscan_method: str
+) -> AmpElectrons | FrameError:
+    """Read and convert one amplifier (one Dask task); errors are returned, not raised."""
+    try:
+        frame = read_frame(path, amp_index=index)
+        return amp_to_electrons(frame.amps[0], path, layout, overscan_method)
+    except FrameError as exc:
+        return exc
+
+
+def _primary_keys(path: str, cfg: dict, masters: Masters) -> tuple[str, float, str, float]:
+    """Check the science primary header: (band, exptime_s, expnum, mjd)."""
+    from astroflow.io.fits_read import read_primary_header
+
+    header = read_primary_header(path)
+    imagetyp = normalise_imagetyp(header.get("IMAGETYP", ""))
+    if imagetyp != "object":
+        raise FrameError(
+            path, "PRIMARY", f"not a science frame: IMAGETYP {header.get('IMAGETYP')!r}"
+        )
+    for key in ("FILTER", "EXPTIME", "DATE-OBS"):
+        if key not in header or str(header[key]).strip() == "":
+            raise FrameError(path, "PRIMARY", f"missing header keyword {key}")
+    band = str(header["FILTER"]).strip()
+    try:
+        exptime = float(header["EXPTIME"])
+    except (TypeError, ValueError) as exc:
+        raise FrameError(path, "PRIMARY", f"EXPTIME {header['EXPTIME']!r} is not a number") from exc
+    if not exptime > 0:
+        raise FrameError(path, "PRIMARY", f"EXPTIME {exptime} is not positive")
+    try:
+        mjd = float(header["MJD-OBS"]) if "MJD-OBS" in header else Time(header["DATE-OBS"]).mjd
+    except (TypeError, ValueError) as exc:
+        raise FrameError(path, "PRIMARY", f"DATE-OBS {header['DATE-OBS']!r} is not a date") from exc
+    if band not in cfg["instrument"]["bands"]:
+        raise FrameError(
+            path,
+            "PRIMARY",
+            f"FILTER {band!r} is not one of instrument.bands {cfg['instrument']['bands']}",
+        )
+    if band not in masters.flats:
+        raise FrameError(path, "PRIMARY", f"no calibration for band {band!r} (no master flat)")
+    expnum = str(header["EXPNUM"]).strip() if "EXPNUM" in header else ""
+    return band, exptime, expnum or path.rsplit("/", 1)[-1].split(".")[0], mjd
+
+
+def finish_exposure(
+    path: str, amps: list[AmpElectrons | FrameError], cfg: dict, masters: Masters
+) -> Exposure | FrameError:
+    """Calibrate an exposure from its converted amplifiers (one Dask task per exposure)."""
+    try:
+        for amp in amps:
+            if isinstance(amp, FrameError):
+                raise amp
+        return _calibrate(path, amps, cfg, masters)
+    except FrameError as exc:
+        return exc
+
+
+def calibrate_exposure(path: str, cfg: dict, masters: Masters) -> Exposure:
+    """Calibrate one exposure in the calling thread (tests, small jobs).
+
+    Raises
+    ------
+    FrameError
+        For every quarantine reason: unreadable/empty/truncated file, missing keywords,
+        invalid WCS, wrong shape, no calibration for its band, fully saturated, no PSF stars.
+    """
+    layout = Layout.from_config(cfg)
+    method = cfg["reduce"]["overscan_method"]
+    frame = read_frame(path)
+    amps = [amp_to_electrons(a, path, layout, method) for a in frame.amps]
+    return _calibrate(path, amps, cfg, masters)
+
+
+def _calibrate(path: str, amps: list[AmpElectrons], cfg: dict, masters: Masters) -> Exposure:
+    band, exptime, expnum, mjd = _primary_keys(path, cfg, masters)
+    layout = Layout.from_config(cfg)
+    detector = assemble(amps, path, layout)
+    wcs = detector_wcs(path, amps[0].name, amps[0].header)
+    if detector.saturated.mean() >= FULLY_SATURATED_FRACTION:
+        raise FrameError(
+            path,
+            None,
+            f"fully saturated ({100 * detector.saturated.mean():.1f} % of pixels at SATURATE)",
+        )
+    dark_e = masters.dark_e_per_s * exptime if masters.dark_e_per_s is not None else 0.0
+    signal_e = detector.image_e - masters.bias_e - dark_e
+    flat = masters.flats[band]
+    bad_flat = ~np.isfinite(flat) | (flat < 0.5) | (flat > 2.0)
+    safe_flat = np.where(bad_flat, 1.0, flat).astype(np.float32)
+    variance_e = (np.maximum(signal_e + dark_e, 0.0) + detector.read_noise_e**2) / safe_flat**2
+    image_e = signal_e / safe_flat
+
+    mask = np.zeros(image_e.shape, np.uint8)
+    bleed = ndimage.binary_dilation(
+        detector.saturated, structure=np.ones((2 * BLEED_ROWS + 1, 1), bool)
+    )
+    mask[bleed | bad_flat] |= MASK_BAD
+    if masters.dark_e_per_s is not None:
+        mask[_hot_pixels(masters.dark_e_per_s)] |= MASK_BAD
+    nonfinite = ~np.isfinite(image_e)
+    image_e[nonfinite] = 0.0
+    mask[nonfinite] |= MASK_BAD
+
+    crmask, cleaned = astroscrappy.detect_cosmics(
+        np.ascontiguousarray(image_e, np.float32),
+        inmask=mask != 0,
+        invar=np.ascontiguousarray(variance_e, np.float32),
+        sigclip=4.5,
+        objlim=5.0,
+        gain=1.0,
+        readnoise=float(np.median(detector.read_noise_e)),
+        satlevel=float(detector.saturate_e),
+        niter=4,
+    )
+    crmask &= mask == 0
+    image_e = np.where(crmask, cleaned, image_e)
+    mask[crmask] |= MASK_COSMIC
+
+    image = np.ascontiguousarray(image_e / exptime, np.float32)
+    variance = np.ascontiguousarray(variance_e / exptime**2, np.float32)
+    background = sep.Background(image, mask=mask != 0, bw=64, bh=64, fw=3, fh=3)
+    image -= background.back()
+    rms = float(background.globalrms)
+    zeropoint = float(cfg["instrument"]["zeropoint_mag"][band])
+    fwhm_pix, ap_corr = measure_psf(image, rms, mask, path)
+    ap_radius = PSF_APERTURE_FWHM * fwhm_pix
+    noise_e_per_s = rms * np.sqrt(np.pi) * ap_radius
+    depth = zeropoint - 2.5 * np.log10(5.0 * noise_e_per_s / ap_corr)
+    scale = float(cfg["instrument"]["pixel_scale_arcsec"])
+    log.debug(
+        '%s: band %s, FWHM %.2f", depth %.2f, %d cosmic-ray pixels',
+        path,
+        band,
+        fwhm_pix * scale,
+        depth,
+        int(crmask.sum()),
+    )
+    return Exposure(
+        path=path,
+        expnum=expnum,
+        band=band,
+        exptime_s=exptime,
+        mjd=mjd,
+        image=image,
+        variance=variance,
+        mask=mask,
+        background_rms=rms,
+        wcs=wcs,
+        psf_fwhm_pix=fwhm_pix,
+        psf_fwhm_arcsec=fwhm_pix * scale,
+        psf_aperture_pix=ap_radius,
+        aperture_correction=ap_corr,
+        depth_mag_5sigma=float(depth),
+        zeropoint_mag=zeropoint,
+        n_cosmic=int(crmask.sum()),
+    )
+
+
+def _hot_pixels(dark_e_per_s: np.ndarray, n_sigma: float = 8.0) -> np.ndarray:
+    """Pixels whose dark rate is an ``n_sigma`` robust outlier (hot pixels)."""
+    median = np.median(dark_e_per_s)
+    sigma = 1.4826 * np.median(np.abs(dark_e_per_s - median))
+    if sigma == 0:
+        return np.zeros(dark_e_per_s.shape, bool)
+    return dark_e_per_s > median + n_sigma * sigma
+
+
+def measure_psf(image: np.ndarray, rms: float, mask: np.ndarray, path: str) -> tuple[float, float]:
+    """PSF FWHM [pixels] and point-source aperture correction from bright unsaturated stars.
+
+    Bright (> 20 sigma peak), unflagged, unmasked and isolated sources (no other detection
+    within ``TOTAL_APERTURE_FWHM`` FWHM + 2 px) are candidates. Stars form the tightest cluster
+    in half-light radius r50 (galaxies spread to larger radii, artefacts to smaller): the
+    locus is the candidate whose +-10 % r50 window holds the most candidates, and the FWHM is
+    the Gaussian-equivalent ``2 * r50`` of the median of that window. The aperture correction
+    is the median fraction of those stars' flux (within ``TOTAL_APERTURE_FWHM`` FWHM) inside
+    the PSF aperture of radius ``PSF_APERTURE_FWHM * FWHM``; it is measured, so it holds for
+    any PSF shape.
+
+    Raises
+    ------
+    FrameError
+        When fewer than ``MIN_PSF_STARS`` usable stars are found.
+    """
+    masked = mask != 0
+    objects = sep.extract(image, 5.0, err=rms, mask=masked, minarea=5)
+    r50 = np.array([])
+    if len(objects) >= MIN_PSF_STARS:
+        all_x, all_y = objects["x"], objects["y"]
+        bright = (objects["flag"] == 0) & (objects["a"] > 0) & (objects["peak"] > 20.0 * rms)
+        x, y, a = all_x[bright], all_y[bright], objects["a"][bright]
+        if x.size:
+            rmax = np.clip(6.0 * a, 3.0, 40.0)
+            r50, flags = sep.flux_radius(image, x, y, rmax, 0.5, mask=masked, subpix=5)
+            _, _, big_flags = sep.sum_circle(image, x, y, rmax, mask=masked, subpix=1)
+            dist = np.hypot(x[:, None] - all_x[None, :], y[:, None] - all_y[None, :])
+            dist[dist == 0] = np.inf
+            nearest = dist.min(axis=1)
+            ok = (flags == 0) & (big_flags == 0) & np.isfinite(r50) & (r50 > 0.5)
+            ok &= nearest > TOTAL_APERTURE_FWHM * 2.0 * r50 + 2.0
+            r50, x, y = r50[ok], x[ok], y[ok]
+    if r50.size < MIN_PSF_STARS:
+        raise FrameError(
+            path,
+            None,
+            f"PSF not measurable: {r50.size} bright isolated unsaturated stars, "
+            f"need {MIN_PSF_STARS}",
+        )
+    within = np.abs(r50[None, :] - r50[:, None]) <= 0.1 * r50[:, None]
+    counts = within.sum(axis=1)
+    best = np.flatnonzero(counts == counts.max())
+    locus = best[np.argmin(r50[best])]
+    stars = np.flatnonzero(within[locus])
+    if stars.size < MIN_PSF_STARS:
+        raise FrameError(
+            path, None, f"PSF not measurable: stellar locus has only {stars.size} stars"
+        )
+    fwhm = 2.0 * float(np.median(r50[stars]))
+    f_psf, _, fl1 = sep.sum_circle(
+        image, x[stars], y[stars], PSF_APERTURE_FWHM * fwhm, mask=masked, subpix=5
+    )
+    f_tot, _, fl2 = sep.sum_circle(
+        image, x[stars], y[stars], TOTAL_APERTURE_FWHM * fwhm, mask=masked, subpix=5
+    )
+    use = (fl1 == 0) & (fl2 == 0) & (f_tot > 0)
+    ratio = f_psf[use] / f_tot[use]
+    ap_corr = float(np.median(ratio)) if ratio.size else float("nan")
+    if not 0.2 < ap_corr <= 1.05:
+        raise FrameError(path, None, f"PSF not measurable: aperture correction {ap_corr:.3g}")
+    return fwhm, ap_corr

@@ -1,0 +1,360 @@
+"""Reduce one field end to end: calibrate, detect, measure, cut out, label, store.
+
+Exposures (and, inside each, amplifiers) are Dask tasks on the threaded scheduler with
+``threads`` workers. Exposures are submitted in batches of ``threads`` and each task returns
+only the per-object products (photometry and cutouts), which are folded into per-band
+accumulators in a fixed order. So at most one calibrated exposure per worker is alive at a
+time and the result does not depend on which thread finished first (deterministic output).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import dask
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+import astroflow
+from astroflow.config import config_hash
+from astroflow.io.fits_read import FrameError, read_primary_header, sha256_file
+from astroflow.reduce.arrays import njy_per_e_per_s
+from astroflow.reduce.assemble import Layout
+from astroflow.reduce.calibrate import Exposure, amp_task, finish_exposure
+from astroflow.reduce.cutouts import BandAccumulator, sample_cutouts
+from astroflow.reduce.detect import Catalog, Photometry, detect_objects, flux_to_mag, measure
+from astroflow.reduce.labels import match_labels, read_labels
+from astroflow.reduce.masters import Masters, load_masters
+from astroflow.reduce.store import field_digest, write_field_store, write_parquet, write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Product:
+    """What one exposure contributes: its photometry and cutouts of every object."""
+
+    path: str
+    expnum: str
+    band: str
+    photometry: Photometry
+    cutouts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass
+class FieldResult:
+    """Summary of a reduced field."""
+
+    n_objects: int
+    n_exposures: int
+    n_quarantined: int
+    digest: str
+
+
+def _order_key(path: str, bands: list[str]) -> tuple:
+    """Sort exposures by band order, then EXPNUM, then path (unreadable ones last)."""
+    try:
+        header = read_primary_header(path)
+    except FrameError:
+        return (len(bands) + 1, 0, "", path)
+    band = str(header.get("FILTER", "")).strip()
+    expnum = header.get("EXPNUM", 0)
+    try:
+        expnum_key = (int(expnum), "")
+    except (TypeError, ValueError):
+        expnum_key = (0, str(expnum))
+    return (bands.index(band) if band in bands else len(bands), *expnum_key, path)
+
+
+class FieldReducer:
+    """Reduce the exposures of one field (see module docstring)."""
+
+    def __init__(self, cfg: dict, field: str, masters: Masters, threads: int = 1):
+        self.cfg = cfg
+        self.field = field
+        self.masters = masters
+        self.threads = max(1, int(threads))
+        self.layout = Layout.from_config(cfg)
+        self.bands: list[str] = list(cfg["instrument"]["bands"])
+        self.size = int(cfg["reduce"]["cutout_size"])
+        self.scale = float(cfg["instrument"]["pixel_scale_arcsec"])
+        self.quarantine: list[dict] = []
+
+    # -- Dask graph pieces -------------------------------------------------------------------
+    def _exposure_task(self, path: str):
+        """Delayed calibrated exposure: one task per amplifier, one to finish."""
+        method = self.cfg["reduce"]["overscan_method"]
+        amps = [
+            dask.delayed(amp_task)(path, k, self.layout, method) for k in range(self.layout.n_amps)
+        ]
+        cfg, masters = self.cfg, self.masters
+
+        def finish(amp_results):
+            exposure = finish_exposure(path, amp_results, cfg, masters)
+            if isinstance(exposure, Exposure) and exposure.band == "":
+                return FrameError(path, "PRIMARY", "empty FILTER")
+            return exposure
+
+        return dask.delayed(finish)(amps)
+
+    def _product(self, exposure: Exposure | FrameError, catalog: Catalog) -> Product | FrameError:
+        if isinstance(exposure, FrameError):
+            return exposure
+        coeffs = ndimage.spline_filter(exposure.image.astype(np.float64), order=3, mode="mirror")
+        cutouts = sample_cutouts(
+            exposure,
+            catalog.ra,
+            catalog.dec,
+            self.size,
+            self.scale,
+            batch=int(self.cfg["reduce"]["chunk_objects"]),
+            coeffs=coeffs,
+        )
+        return Product(
+            exposure.path, exposure.expnum, exposure.band, measure(exposure, catalog), cutouts
+        )
+
+    def _compute(self, tasks: list):
+        return dask.compute(*tasks, scheduler="threads", num_workers=self.threads)
+
+    def _set_aside(self, error: FrameError) -> None:
+        if self.cfg["reduce"]["strict"]:
+            raise error
+        log.warning("quarantined %s", error)
+        self.quarantine.append(error.to_entry())
+
+    # -- stages -------------------------------------------------------------------------------
+    def _check_field(self, paths: list[str]) -> list[str]:
+        """Drop (quarantine) exposures that are not science frames of this field."""
+        usable = []
+        for path in paths:
+            try:
+                header = read_primary_header(path)
+            except FrameError as exc:
+                self._set_aside(exc)
+                continue
+            obj = str(header.get("OBJECT", "")).strip()
+            if obj and obj != self.field:
+                self._set_aside(
+                    FrameError(path, "PRIMARY", f"OBJECT {obj!r} is not field {self.field!r}")
+                )
+                continue
+            usable.append(path)
+        return usable
+
+    def _detection_exposure(self, paths: list[str]) -> tuple[Exposure | None, list[str]]:
+        """Calibrate detection-band exposures in order until one is usable."""
+        band = self.cfg["reduce"]["detection_band"]
+        remaining = list(paths)
+        for path in paths:
+            try:
+                header_band = str(read_primary_header(path).get("FILTER", "")).strip()
+            except FrameError:
+                continue
+            if header_band != band:
+                continue
+            (result,) = self._compute([self._exposure_task(path)])
+            remaining.remove(path)
+            if isinstance(result, FrameError):
+                self._set_aside(result)
+                continue
+            return result, remaining
+        return None, remaining
+
+    def run(self, paths: list[str]) -> tuple[dict, pd.DataFrame, list[str]]:
+        """Reduce ``paths``; returns (planes, objects table, used exposure paths)."""
+        paths = sorted(paths, key=lambda p: _order_key(p, self.bands))
+        paths = self._check_field(paths)
+        detection, rest = self._detection_exposure(paths)
+        if detection is None:
+            log.warning(
+                "field %s: no usable %s-band exposure; writing an empty store",
+                self.field,
+                self.cfg["reduce"]["detection_band"],
+            )
+            catalog = Catalog.empty()
+        else:
+            catalog = detect_objects(
+                detection,
+                float(self.cfg["reduce"]["detect_sigma"]),
+                int(self.cfg["reduce"]["detect_min_area"]),
+            )
+            log.info(
+                "field %s: %d objects detected on %s", self.field, len(catalog), detection.path
+            )
+        n = len(catalog)
+        shape = (n, self.size, self.size)
+        acc = {b: BandAccumulator(shape) for b in self.bands}
+        phot = {
+            b: {k: np.zeros(n) for k in ("wf_auto", "w_auto", "wf_psf", "w_psf")}
+            for b in self.bands
+        }
+        ids: dict[str, list[list[str]]] = {b: [[] for _ in range(n)] for b in self.bands}
+        used: list[str] = []
+        queue = ([detection] if detection is not None else []) + rest
+        total = len(queue)
+        for start in range(0, total, self.threads):
+            batch = queue[start : start + self.threads]
+            tasks = []
+            for item in batch:
+                source = (
+                    dask.delayed(item, traverse=False)
+                    if isinstance(item, Exposure)
+                    else self._exposure_task(item)
+                )
+                tasks.append(dask.delayed(self._product)(source, catalog))
+            for product in self._compute(tasks):
+                if isinstance(product, FrameError):
+                    self._set_aside(product)
+                    continue
+                self._fold(product, acc[product.band], phot[product.band], ids[product.band])
+                used.append(product.path)
+            log.info(
+                "field %s: %d/%d exposures processed",
+                self.field,
+                min(start + self.threads, total),
+                total,
+            )
+        planes = self._planes(acc)
+        table = self._table(catalog, detection, phot, ids)
+        return planes, table, used
+
+    def _fold(self, product: Product, acc: BandAccumulator, phot: dict, ids: list) -> None:
+        acc.add(*product.cutouts)
+        p = product.photometry
+        for kind in ("auto", "psf"):
+            flux, var = getattr(p, f"flux_{kind}"), getattr(p, f"var_{kind}")
+            ok = p.covered & (var > 0) & np.isfinite(flux)
+            w = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
+            phot[f"wf_{kind}"] += w * np.where(ok, flux, 0.0)
+            phot[f"w_{kind}"] += w
+        for i in np.flatnonzero(p.covered):
+            ids[i].append(product.expnum)
+
+    def _planes(self, acc: dict[str, BandAccumulator]) -> dict[str, np.ndarray]:
+        images, variances, masks = [], [], []
+        for band in self.bands:
+            image, variance, mask = acc[band].result()
+            factor = njy_per_e_per_s(float(self.cfg["instrument"]["zeropoint_mag"][band]))
+            images.append((image.astype(np.float64) * factor).astype(np.float32))
+            variances.append((variance.astype(np.float64) * factor**2).astype(np.float32))
+            masks.append(mask)
+        planes = {"images": np.stack(images, axis=1)}
+        if self.cfg["reduce"]["write_variance"]:
+            planes["variance"] = np.stack(variances, axis=1)
+        if self.cfg["reduce"]["write_mask"]:
+            planes["mask"] = np.stack(masks, axis=1)
+        return planes
+
+    def _table(
+        self, catalog: Catalog, detection: Exposure | None, phot: dict, ids: dict
+    ) -> pd.DataFrame:
+        n = len(catalog)
+        columns: dict[str, object] = {
+            "object_id": [f"{self.field}-{i:06d}" for i in range(n)],
+            "field": [self.field] * n,
+            "row": np.arange(n, dtype=np.int64),
+            "ra": catalog.ra,
+            "dec": catalog.dec,
+            "x": catalog.x,
+            "y": catalog.y,
+            "psf_fwhm_arcsec": np.full(n, detection.psf_fwhm_arcsec if detection else np.nan),
+            "depth_mag_5sigma": np.full(n, detection.depth_mag_5sigma if detection else np.nan),
+        }
+        det_band = self.cfg["reduce"]["detection_band"]
+        for band in self.bands:
+            zp = float(self.cfg["instrument"]["zeropoint_mag"][band])
+            p = phot[band]
+            results = {}
+            for kind in ("auto", "psf"):
+                w = p[f"w_{kind}"]
+                has = w > 0
+                flux = np.where(has, p[f"wf_{kind}"] / np.where(has, w, 1.0), np.nan)
+                err = np.where(has, 1.0 / np.sqrt(np.where(has, w, 1.0)), np.nan)
+                results[kind] = (flux, err)
+            mag, magerr = flux_to_mag(*results["auto"], zp)
+            mag_psf, _ = flux_to_mag(*results["psf"], zp)
+            columns[f"mag_{band}"] = mag
+            columns[f"magerr_{band}"] = magerr
+            columns[f"mag_psf_{band}"] = mag_psf
+            columns[f"exposure_ids_{band}"] = [",".join(e) for e in ids[band]]
+            if band == det_band:
+                flux_det, err_det = results["auto"]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    snr = flux_det / err_det
+                concentration = mag_psf - mag
+        columns["flux_radius_arcsec"] = catalog.flux_radius_pix * self.scale
+        columns["concentration"] = concentration
+        with np.errstate(divide="ignore", invalid="ignore"):
+            columns["ellipticity"] = np.where(catalog.a > 0, 1.0 - catalog.b / catalog.a, np.nan)
+        columns["snr"] = snr
+        table = pd.DataFrame(columns)
+        float_cols = [c for c in table.columns if table[c].dtype.kind == "f"]
+        table[float_cols] = table[float_cols].astype(np.float64)
+        return table
+
+
+def reduce_field(
+    cfg: dict,
+    field: str,
+    exposures: list[str],
+    calib_dir: str,
+    labels_path: str,
+    out_store: str,
+    out_objects: str,
+    out_quarantine: str,
+    threads: int = 1,
+) -> FieldResult:
+    """Reduce one field and write its store, object table and quarantine list.
+
+    Returns
+    -------
+    FieldResult
+        Object/exposure/quarantine counts and the field digest.
+    """
+    layout = Layout.from_config(cfg)
+    masters = load_masters(calib_dir, layout)
+    reducer = FieldReducer(cfg, field, masters, threads)
+    planes, table, used = reducer.run([str(p) for p in exposures])
+    labels = read_labels(labels_path)
+    table["label"] = match_labels(
+        table["ra"].to_numpy(),
+        table["dec"].to_numpy(),
+        labels,
+        float(cfg["reduce"]["match_radius_arcsec"]),
+    ).astype(np.int8)
+    digest = field_digest(planes["images"], table)
+    inputs = {p: sha256_file(p) for p in sorted(used)}
+    inputs.update(masters.inputs)
+    inputs[str(labels_path)] = sha256_file(labels_path)
+    attrs = {
+        "bands": list(cfg["instrument"]["bands"]),
+        "pixel_scale_arcsec": float(cfg["instrument"]["pixel_scale_arcsec"]),
+        "flux_unit": "nJy",
+        "field": field,
+        "n_objects": len(table),
+        "digest": digest,
+        "cutout_centre_pix": [cfg["reduce"]["cutout_size"] // 2] * 2,
+        "mask_bits": {"1": "bad/saturated/bleed", "2": "cosmic ray", "4": "off-detector"},
+        "provenance": {
+            "inputs": dict(sorted(inputs.items())),
+            "config_hash": config_hash({k: cfg[k] for k in ("reduce", "instrument")}),
+            "code_version": astroflow.__version__,
+        },
+    }
+    write_field_store(out_store, planes, attrs, int(cfg["reduce"]["chunk_objects"]))
+    write_parquet(out_objects, table)
+    write_text(out_quarantine, json.dumps(reducer.quarantine, indent=2) + "\n")
+    n_labelled = int((table["label"] >= 0).sum())
+    log.info(
+        "field %s: %d objects (%d labelled) from %d exposures; %d file(s) quarantined",
+        field,
+        len(table),
+        n_labelled,
+        len(used),
+        len(reducer.quarantine),
+    )
+    return FieldResult(len(table), len(used), len(reducer.quarantine), digest)

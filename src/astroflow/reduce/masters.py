@@ -1,0 +1,286 @@
+"""Master calibration frames: bias (e-), dark (e-/s) and a normalised flat per band.
+
+Frames are classified by ``IMAGETYP`` in their headers, never by file name. Each frame is
+overscan-subtracted, trimmed, gain-corrected and assembled in its own Dask task; the stack is
+combined pixel-chunk by pixel-chunk with a sigma-clipped mean (:mod:`astroflow.reduce.arrays`).
+Unusable calibration frames are quarantined (or fail the run with ``reduce.strict``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+from astropy.io import fits
+
+import astroflow
+from astroflow.config import config_hash
+from astroflow.io.archive import normalise_imagetyp
+from astroflow.io.fits_read import FrameError, read_frame, read_primary_header, sha256_file
+from astroflow.reduce.arrays import sigma_clipped_mean_dask
+from astroflow.reduce.assemble import Layout, amp_to_electrons, assemble
+
+log = logging.getLogger(__name__)
+
+#: Pixel chunk (y, x) used when combining stacks with Dask.
+COMBINE_CHUNK = (256, 256)
+
+
+@dataclass
+class CalibFrame:
+    """A classified calibration frame."""
+
+    path: str
+    imagetyp: str
+    band: str | None
+    exptime_s: float | None
+
+
+@dataclass
+class Masters:
+    """Master calibration images on the assembled detector grid."""
+
+    bias_e: np.ndarray
+    dark_e_per_s: np.ndarray | None
+    flats: dict[str, np.ndarray]
+    inputs: dict[str, str] = field(default_factory=dict)
+
+
+def frame_electrons(path: str, layout: Layout, overscan_method: str) -> np.ndarray:
+    """A whole frame in electrons on the detector grid (overscan removed, bias not)."""
+    frame = read_frame(path)
+    amps = [amp_to_electrons(a, path, layout, overscan_method) for a in frame.amps]
+    return assemble(amps, path, layout).image_e
+
+
+def classify(paths: list[str]) -> tuple[list[CalibFrame], list[FrameError]]:
+    """Classify calibration frames by header; frames that cannot be used become errors."""
+    frames, problems = [], []
+    for path in sorted(paths):
+        try:
+            header = read_primary_header(path)
+        except FrameError as exc:
+            problems.append(exc)
+            continue
+        imagetyp = normalise_imagetyp(header.get("IMAGETYP", ""))
+        if imagetyp not in {"bias", "dark", "flat"}:
+            problems.append(
+                FrameError(
+                    path, "PRIMARY", f"not a calibration frame: IMAGETYP {header.get('IMAGETYP')!r}"
+                )
+            )
+            continue
+        band = (
+            str(header["FILTER"]).strip() if imagetyp == "flat" and header.get("FILTER") else None
+        )
+        if imagetyp == "flat" and band is None:
+            problems.append(FrameError(path, "PRIMARY", "missing header keyword FILTER"))
+            continue
+        exptime = None
+        if imagetyp in {"dark", "flat"}:
+            try:
+                exptime = float(header["EXPTIME"])
+            except (KeyError, TypeError, ValueError):
+                problems.append(FrameError(path, "PRIMARY", "missing header keyword EXPTIME"))
+                continue
+            if imagetyp == "dark" and exptime <= 0:
+                problems.append(FrameError(path, "PRIMARY", f"dark with EXPTIME {exptime} <= 0"))
+                continue
+        frames.append(CalibFrame(path, imagetyp, band, exptime))
+    return frames, problems
+
+
+def _electrons_many(
+    frames: list[CalibFrame], layout: Layout, method: str, problems: list[FrameError]
+) -> tuple[list[CalibFrame], list[np.ndarray]]:
+    """Read frames in parallel Dask tasks; failures are appended to ``problems``."""
+
+    def one(path: str) -> np.ndarray | FrameError:
+        try:
+            return frame_electrons(path, layout, method)
+        except FrameError as exc:
+            return exc
+
+    results = dask.compute(*[dask.delayed(one)(f.path) for f in frames])
+    good_frames, images = [], []
+    for frame, result in zip(frames, results, strict=True):
+        if isinstance(result, FrameError):
+            problems.append(result)
+        else:
+            good_frames.append(frame)
+            images.append(result)
+    return good_frames, images
+
+
+def _combine(images: list[np.ndarray]) -> np.ndarray:
+    stack = da.from_array(np.stack(images), chunks=(-1, *COMBINE_CHUNK))
+    return sigma_clipped_mean_dask(stack).compute()
+
+
+def _write_fits(path: Path, data: np.ndarray, cards: dict) -> None:
+    """Write a float32 master atomically (temporary sibling, then rename)."""
+    header = fits.Header()
+    for key, value in cards.items():
+        header[key] = value
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fits.PrimaryHDU(data.astype(np.float32), header=header).writeto(tmp, overwrite=True)
+    os.replace(tmp, path)
+
+
+def build_masters(paths: list[str], cfg: dict, out_dir: str | Path) -> dict:
+    """Make master bias/dark/flats from calibration frames and write them to ``out_dir``.
+
+    Parameters
+    ----------
+    paths : list of str
+        Calibration frames of any type, in any order.
+    cfg : dict
+        Resolved config (``instrument`` layout, ``reduce.strict``, ``reduce.overscan_method``).
+    out_dir : str or Path
+        Gets ``master_bias.fits``, ``master_dark.fits`` (when darks are given),
+        ``master_flat_<band>.fits`` and ``masters.json``.
+
+    Returns
+    -------
+    dict
+        The ``masters.json`` content: per master its file, sha256 and input sha256s.
+
+    Raises
+    ------
+    FrameError
+        With ``reduce.strict``, on the first unusable frame.
+    ValueError
+        When no usable bias frame is given.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    layout = Layout.from_config(cfg)
+    method = cfg["reduce"]["overscan_method"]
+    frames, problems = classify(paths)
+    _check_strict(cfg, problems)
+
+    biases = [f for f in frames if f.imagetyp == "bias"]
+    biases, bias_images = _electrons_many(biases, layout, method, problems)
+    _check_strict(cfg, problems)
+    if not biases:
+        raise ValueError(f"no usable bias frame among {len(paths)} calibration frames")
+    bias = _combine(bias_images)
+    del bias_images
+    record: dict = {"bias": None, "dark": None, "flat": {}}
+    record["bias"] = _save(
+        out / "master_bias.fits", bias, biases, {"IMAGETYP": "master bias", "BUNIT": "electron"}
+    )
+    log.info("master bias from %d frames", len(biases))
+
+    dark = None
+    darks = [f for f in frames if f.imagetyp == "dark"]
+    darks, dark_images = _electrons_many(darks, layout, method, problems)
+    _check_strict(cfg, problems)
+    if darks:
+        rates = [(img - bias) / f.exptime_s for f, img in zip(darks, dark_images, strict=True)]
+        dark = _combine(rates)
+        record["dark"] = _save(
+            out / "master_dark.fits",
+            dark,
+            darks,
+            {"IMAGETYP": "master dark", "BUNIT": "electron/s"},
+        )
+        log.info("master dark from %d frames", len(darks))
+
+    bands = sorted({f.band for f in frames if f.imagetyp == "flat"})
+    for band in bands:
+        flats = [f for f in frames if f.imagetyp == "flat" and f.band == band]
+        flats, flat_images = _electrons_many(flats, layout, method, problems)
+        _check_strict(cfg, problems)
+        normalised = []
+        for frame, img in zip(flats, flat_images, strict=True):
+            signal = img - bias - (dark * frame.exptime_s if dark is not None else 0.0)
+            level = float(np.median(signal))
+            if not level > 0:
+                problems.append(
+                    FrameError(
+                        frame.path, None, f"flat with non-positive median level {level:.3g} e-"
+                    )
+                )
+                continue
+            normalised.append(signal / level)
+        _check_strict(cfg, problems)
+        if not normalised:
+            continue
+        flat = _combine(normalised)
+        flat = flat / np.median(flat)
+        record["flat"][band] = _save(
+            out / f"master_flat_{band}.fits",
+            flat,
+            flats,
+            {"IMAGETYP": "master flat", "FILTER": band, "BUNIT": ""},
+        )
+        log.info("master flat %s from %d frames", band, len(normalised))
+
+    record["quarantine"] = [p.to_entry() for p in problems]
+    record["config_hash"] = config_hash({k: cfg[k] for k in ("reduce", "instrument")})
+    record["code_version"] = astroflow.__version__
+    if problems:
+        log.warning("quarantined %d of %d calibration frames", len(problems), len(paths))
+    tmp = out / f".masters.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, out / "masters.json")
+    return record
+
+
+def _save(path: Path, data: np.ndarray, frames: list[CalibFrame], cards: dict) -> dict:
+    cards = {**cards, "NCOMBINE": len(frames)}
+    _write_fits(path, data, cards)
+    return {
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "inputs": {f.path: sha256_file(f.path) for f in frames},
+    }
+
+
+def _check_strict(cfg: dict, problems: list[FrameError]) -> None:
+    if cfg["reduce"]["strict"] and problems:
+        raise problems[0]
+
+
+def load_masters(calib_dir: str | Path, layout: Layout) -> Masters:
+    """Read the masters written by :func:`build_masters`, checking their shape.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``master_bias.fits`` or ``masters.json`` is missing.
+    ValueError
+        When a master does not have the detector shape of ``instrument``.
+    """
+    root = Path(calib_dir)
+    record_path = root / "masters.json"
+    if not record_path.exists():
+        raise FileNotFoundError(f"{record_path} not found: run `astroflow reduce calib` first")
+    record = json.loads(record_path.read_text())
+    inputs: dict[str, str] = {}
+
+    def read(name: str) -> np.ndarray:
+        path = root / name
+        data = fits.getdata(path).astype(np.float32)
+        if data.shape != layout.detector_shape:
+            raise ValueError(
+                f"{path}[PRIMARY]: shape {data.shape} does not match the detector "
+                f"{layout.detector_shape} of instrument.*"
+            )
+        inputs[str(path)] = sha256_file(path)
+        return data
+
+    bias = read(record["bias"]["file"])
+    dark = read(record["dark"]["file"]) if record.get("dark") else None
+    flats = {band: read(entry["file"]) for band, entry in sorted(record["flat"].items())}
+    for entry in [record["bias"], record.get("dark"), *record["flat"].values()]:
+        if entry:
+            inputs.update(entry["inputs"])
+    return Masters(bias, dark, flats, dict(sorted(inputs.items())))

@@ -1,0 +1,86 @@
+"""``astroflow reduce {calib,field,index}``: the reduce stage's command line.
+
+The Snakemake rules call exactly these sub-commands; tests call :func:`main` in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from astroflow.cli_common import add_config_args, resolve_config, setup_logging
+from astroflow.io.fits_read import FrameError
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="astroflow reduce", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    calib = sub.add_parser("calib", help="master bias, dark and flats from calibration frames")
+    add_config_args(calib)
+    calib.add_argument(
+        "--frames",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="calibration frames (classified by IMAGETYP)",
+    )
+    calib.add_argument("--out", required=True, metavar="DIR", help="output directory")
+
+    field = sub.add_parser("field", help="calibrate, detect and cut out one field")
+    add_config_args(field)
+    field.add_argument("--field", required=True, help="field name (OBJECT)")
+    field.add_argument("--exposures", nargs="+", required=True, metavar="FILE")
+    field.add_argument("--calib", required=True, metavar="DIR", help="masters directory")
+    field.add_argument("--labels", required=True, metavar="PATH", help="labels catalog (ECSV)")
+    field.add_argument("--out-store", required=True, metavar="DIR")
+    field.add_argument("--out-objects", required=True, metavar="PATH")
+    field.add_argument("--out-quarantine", required=True, metavar="PATH")
+    field.add_argument("--threads", type=int, default=1, help="Dask worker threads")
+
+    index = sub.add_parser("index", help="gather fields: index.json, objects, quarantine, MLflow")
+    add_config_args(index)
+    index.add_argument("--field-dir", required=True, metavar="DIR")
+    index.add_argument("--fields", nargs="+", required=True)
+    index.add_argument("--out-dir", required=True, metavar="DIR")
+    index.add_argument("--no-tracking", action="store_true", help="skip the MLflow run")
+
+    for p in (calib, field, index):
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a reduce sub-command; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    cfg = resolve_config(args)
+    try:
+        if args.command == "calib":
+            from astroflow.reduce.masters import build_masters
+
+            build_masters(args.frames, cfg, args.out)
+        elif args.command == "field":
+            from astroflow.reduce.field import reduce_field
+
+            reduce_field(
+                cfg,
+                args.field,
+                args.exposures,
+                args.calib,
+                args.labels,
+                args.out_store,
+                args.out_objects,
+                args.out_quarantine,
+                threads=args.threads,
+            )
+        else:
+            from astroflow.reduce.index import build_index
+
+            build_index(cfg, args.field_dir, args.fields, args.out_dir, track=not args.no_tracking)
+    except FrameError as exc:
+        log.error("reduce.strict: %s", exc)
+        return 1
+    return 0

@@ -1,0 +1,151 @@
+"""Every quarantine reason is reachable; the rest of the field still reduces; strict fails."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from reduce_archive import DET_SHAPE, detector_wcs, make_cfg, science_primary, write_raw
+
+from astroflow.reduce.stage import main
+
+REASONS = {
+    "empty.fits": "empty file",
+    "garbage.fits": "unreadable FITS file",
+    "truncated.fits": "truncated",
+    "nofilter.fits": "missing header keyword FILTER",
+    "noexptime.fits": "missing header keyword EXPTIME",
+    "nodate.fits": "missing header keyword DATE-OBS",
+    "nowcs.fits": "missing or invalid WCS",
+    "wrongshape.fits": "wrong shape",
+    "iband.fits": "no calibration for band 'i'",
+    "saturated.fits": "fully saturated",
+}
+
+
+def _bad_files(archive, root):
+    rng = np.random.default_rng(9)
+    root.mkdir()
+    good = archive.science_paths[0]
+    sky = np.full(DET_SHAPE, 1500.0)
+    paths = {}
+    (root / "empty.fits").write_bytes(b"")
+    (root / "garbage.fits").write_bytes(b"not FITS " * 500)
+    raw = Path(good).read_bytes()
+    (root / "truncated.fits").write_bytes(raw[: len(raw) // 2])
+    for name, drop in (("nofilter", "FILTER"), ("noexptime", "EXPTIME"), ("nodate", "DATE-OBS")):
+        primary = science_primary("F00", "r", 2000 + len(paths))
+        del primary[drop]
+        paths[name] = write_raw(root / f"{name}.fits", primary, sky, rng, wcs=detector_wcs())
+    write_raw(root / "nowcs.fits", science_primary("F00", "r", 2010), sky, rng, wcs=None)
+    write_raw(root / "iband.fits", science_primary("F00", "i", 2011), sky, rng, wcs=detector_wcs())
+    write_raw(
+        root / "saturated.fits",
+        science_primary("F00", "g", 2012),
+        sky * 1000,
+        rng,
+        wcs=detector_wcs(),
+    )
+    with fits.open(good) as hdul:
+        hdul[2] = fits.ImageHDU(hdul[2].data[:, :40], header=hdul[2].header)
+        hdul.writeto(root / "wrongshape.fits")
+    return sorted(str(p) for p in root.iterdir())
+
+
+@pytest.fixture()
+def cfg_gri(tmp_path):
+    """Bands g, r, i: the archive has no i flat, so an i exposure lacks calibration."""
+    cfg = make_cfg(tmp_path)
+    cfg["instrument"]["bands"] = ["g", "r", "i"]
+    cfg["instrument"]["zeropoint_mag"]["i"] = 25.9
+    return cfg
+
+
+def _field_args(cfg, archive, exposures, calib, out):
+    return [
+        "field",
+        "--config-json",
+        json.dumps(cfg),
+        "--field",
+        "F00",
+        "--exposures",
+        *exposures,
+        "--calib",
+        str(calib),
+        "--labels",
+        archive.labels_path,
+        "--out-store",
+        str(out / "F00.zarr"),
+        "--out-objects",
+        str(out / "F00.objects.parquet"),
+        "--out-quarantine",
+        str(out / "F00.quarantine.json"),
+        "--threads",
+        "2",
+    ]
+
+
+def test_each_reason_is_quarantined_and_the_field_continues(
+    archive, calib_dir, cfg_gri, tmp_path, capsys
+):
+    bad = _bad_files(archive, tmp_path / "bad")
+    out = tmp_path / "out"
+    assert main(_field_args(cfg_gri, archive, [*archive.science_paths, *bad], calib_dir, out)) == 0
+    log_text = capsys.readouterr().err
+    entries = json.loads((out / "F00.quarantine.json").read_text())
+    by_file = {e["path"].rsplit("/", 1)[-1]: e for e in entries}
+    assert set(by_file) == set(REASONS)
+    for name, reason in REASONS.items():
+        assert reason in by_file[name]["reason"], (name, by_file[name])
+        assert set(by_file[name]) == {"path", "hdu", "reason"}
+    assert by_file["wrongshape.fits"]["hdu"] == "AMP2"
+    assert f"{len(REASONS)} file(s) quarantined" in log_text
+    import pandas as pd
+
+    table = pd.read_parquet(out / "F00.objects.parquet")
+    assert len(table) == 16 and table["exposure_ids_g"].iloc[0] == "1000"
+
+
+def test_strict_fails_naming_the_file(archive, calib_dir, tmp_path, capsys):
+    cfg = make_cfg(tmp_path, strict=True)
+    bad = tmp_path / "nofilter.fits"
+    primary = science_primary("F00", "r", 3000)
+    del primary["FILTER"]
+    write_raw(
+        bad, primary, np.full(DET_SHAPE, 1500.0), np.random.default_rng(1), wcs=detector_wcs()
+    )
+    out = tmp_path / "out"
+    rc = main(_field_args(cfg, archive, [*archive.science_paths, str(bad)], calib_dir, out))
+    log_text = capsys.readouterr().err
+    assert rc == 1
+    assert str(bad) in log_text and "missing header keyword FILTER" in log_text
+    assert not (out / "F00.zarr").exists()
+
+
+def test_bad_calibration_frame_is_quarantined_in_masters(archive, tmp_path):
+    cfg = make_cfg(tmp_path)
+    empty = tmp_path / "empty_bias.fits"
+    empty.write_bytes(b"")
+    out = tmp_path / "calib"
+    assert (
+        main(
+            [
+                "calib",
+                "--config-json",
+                json.dumps(cfg),
+                "--frames",
+                *archive.calib_paths,
+                str(empty),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    record = json.loads((out / "masters.json").read_text())
+    assert record["quarantine"] == [
+        {"path": str(empty), "hdu": None, "reason": "empty file (0 bytes)"}
+    ]
