@@ -20,6 +20,9 @@ def test_unknown_command(capsys):
 
 def test_console_script_installed():
     out = subprocess.run(
-        [sys.executable, "-m", "astroflow.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "astroflow.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "evaluate" in out.stdout

@@ -66,3 +66,14 @@ def test_init_command_writes_record(tmp_path, monkeypatch):
     assert rc == 0
     assert uri in out.read_text()
     assert (tmp_path / "m.db").stat().st_size > 0
+
+
+def test_second_store_in_same_process_is_not_overridden(cfg, tmp_path):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; it must not leak into the next run."""
+    other = config.validate({"tracking": {"uri": f"sqlite:///{tmp_path}/second.db"}})
+    with tracking.stage_run(cfg, "train"):
+        pass
+    with tracking.stage_run(other, "train") as run:
+        pass
+    client = mlflow.MlflowClient(tracking_uri=other["tracking"]["uri"])
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"

@@ -10,11 +10,26 @@ import importlib
 import sys
 
 COMMANDS = {
-    "simulate": ("astroflow.simulate.stage", "make the demo survey: raw FITS exposures, calibration frames, catalogs"),
-    "reduce": ("astroflow.reduce.stage", "calibrate raw exposures, detect objects, write Zarr cutout stores"),
-    "train": ("astroflow.train.stage", "train a classifier on the cutout stores (Lightning, tracked in MLflow)"),
-    "evaluate": ("astroflow.evaluate.stage", "score the model and baselines on the held-out region"),
-    "tracking": ("astroflow.tracking", "MLflow store tools: `init` creates the database before parallel jobs"),
+    "simulate": (
+        "astroflow.simulate.stage",
+        "make the demo survey: raw FITS exposures, calibration frames, catalogs",
+    ),
+    "reduce": (
+        "astroflow.reduce.stage",
+        "calibrate raw exposures, detect objects, write Zarr cutout stores",
+    ),
+    "train": (
+        "astroflow.train.stage",
+        "train a classifier on the cutout stores (Lightning, tracked in MLflow)",
+    ),
+    "evaluate": (
+        "astroflow.evaluate.stage",
+        "score the model and baselines on the held-out region",
+    ),
+    "tracking": (
+        "astroflow.tracking",
+        "MLflow store tools: `init` creates the database before parallel jobs",
+    ),
 }
 
 USAGE = "usage: astroflow <command> [options]\n\ncommands:\n" + "\n".join(

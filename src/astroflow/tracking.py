@@ -44,14 +44,33 @@ def tracking_uri(cfg: Mapping) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg["tracking"]["uri"]
 
 
+@contextlib.contextmanager
+def _using_store(cfg: Mapping) -> Iterator[str]:
+    """Point MLflow at the configured store for the duration of the block.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``; restoring it afterwards
+    keeps a later stage in the same process (tests, notebooks) from mistaking it for a user
+    override.
+    """
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield uri
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
 def init_store(cfg: Mapping) -> dict:
     """Create (or upgrade) the tracking store and the experiment; return what was set up.
 
     Run once before parallel jobs: creating the sqlite schema from two processes at once fails.
     """
-    uri = tracking_uri(cfg)
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.set_experiment(cfg["tracking"]["experiment"])
+    with _using_store(cfg) as uri:
+        experiment = mlflow.set_experiment(cfg["tracking"]["experiment"])
     return {"uri": uri, "experiment": experiment.name, "experiment_id": experiment.experiment_id}
 
 
@@ -168,10 +187,9 @@ def stage_run(
     run_name, dataset_digest, upstream_run_ids, tags
         Run name, the digest of the data read, ``{stage: run_id}`` of upstream runs, extra tags.
     """
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    mlflow.set_experiment(cfg["tracking"]["experiment"])
     all_tags = lineage_tags(cfg, stage, dataset_digest, upstream_run_ids, tags)
-    with _terminate_as_exception():
+    with _using_store(cfg), _terminate_as_exception():
+        mlflow.set_experiment(cfg["tracking"]["experiment"])
         run = mlflow.start_run(run_name=run_name or stage, tags=all_tags)
         try:
             params = flatten(stage_params(cfg, stage))

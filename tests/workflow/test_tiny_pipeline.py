@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
-
-from .conftest import REPO, TINY, snakemake
+from pipeline_run import REPO, TINY, snakemake
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,333 @@
+"""The evaluate stage: score the trained model and the catalog baselines on the held-out region.
+
+Command line (what the Snakemake rule runs)::
+
+    astroflow evaluate --config-json J --model kim_brunner --index results/reduce/index.json \\
+        --train-dir results/train/kim_brunner --truth PATH_OR_EMPTY \\
+        --out-dir results/evaluate/kim_brunner --threads N
+
+The work is split so that each part can be tested on its own:
+
+- :func:`score_model` turns a ``predict_proba`` callable and cutout batches into ``p_galaxy``;
+- :func:`evaluate_scores` takes the test table, the true classes and every scorer's
+  ``p_galaxy`` and writes metrics.json, predictions.parquet and the plots;
+- :func:`run` wires the inputs of reduce and train, the classifier loader and MLflow around them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from astroflow.cli_common import add_config_args, resolve_config, setup_logging
+from astroflow.evaluate import plots
+from astroflow.evaluate.baselines import score_baselines
+from astroflow.evaluate.inputs import (
+    CutoutReader,
+    attach_split,
+    load_objects,
+    match_truth,
+    read_json,
+    truth_is_given,
+)
+from astroflow.evaluate.summary import headline_mlflow_metrics, summarize, validate_metrics
+
+log = logging.getLogger(__name__)
+
+#: Mixed into the master seed so the bootstrap stream differs from other stages' streams.
+_SEED_STREAM = zlib.crc32(b"evaluate")
+#: Number of cutouts in the gallery of worst misclassified objects.
+GALLERY_SIZE = 16
+#: The plots written to ``<out-dir>/plots/`` (``<name>.png``); workflow/report/plots.rst has a
+#: caption for each name.
+PLOT_NAMES = ("roc", "purity_completeness_vs_mag", "reliability", "worst_misclassified")
+
+PredictProba = Callable[..., np.ndarray]
+
+
+def score_model(
+    predict_proba: PredictProba, batches: Iterable[np.ndarray], n_objects: int, tta: bool
+) -> np.ndarray:
+    """``p_galaxy`` of every object, batch by batch, checked to be finite and in [0, 1].
+
+    Parameters
+    ----------
+    predict_proba : callable
+        ``predict_proba(images, tta=bool) -> p_galaxy`` with images ``(n, bands, S, S)`` nJy.
+    batches : iterable of arrays
+        Cutouts in table order.
+    n_objects : int
+        Expected total, for the progress counter and the final check.
+    tta : bool
+        Passed on (test-time augmentation).
+    """
+    parts = []
+    done = 0
+    for images in batches:
+        p = np.asarray(predict_proba(images, tta=tta), dtype=np.float64).reshape(-1)
+        if p.shape[0] != images.shape[0]:
+            raise ValueError(f"predict_proba returned {p.shape[0]} scores for {images.shape[0]} "
+                             "cutouts")
+        parts.append(p)
+        done += p.shape[0]
+        log.info("scored %d/%d test objects", done, n_objects)
+    p = np.concatenate(parts) if parts else np.zeros(0)
+    if p.shape[0] != n_objects:
+        raise ValueError(f"scored {p.shape[0]} objects, expected {n_objects}")
+    bad = ~np.isfinite(p) | (p < 0) | (p > 1)
+    if bad.any():
+        raise ValueError(f"predict_proba gave {int(bad.sum())} scores that are not "
+                         "probabilities in [0, 1]")
+    return p
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def evaluate_scores(
+    cfg: dict,
+    test: pd.DataFrame,
+    scores: dict[str, np.ndarray],
+    truth_source: str,
+    read_cutouts: Callable[[pd.DataFrame], np.ndarray],
+    out_dir: Path,
+) -> dict:
+    """Metrics, predictions and plots for scored test objects.
+
+    Parameters
+    ----------
+    cfg : dict
+        Resolved config (``seed``, ``instrument``, ``reduce.detection_band``, ``evaluate``).
+    test : DataFrame
+        Test objects, with ``true_label`` (1 galaxy, 0 star, -1 unknown: not evaluated).
+    scores : dict
+        ``{"model": p, "concentration": p, "forest": p}`` on the rows of ``test``.
+    truth_source : {"truth", "labels"}
+    read_cutouts : callable
+        ``read_cutouts(rows_of_test) -> (n, bands, S, S)`` for the gallery.
+    out_dir : Path
+        Receives metrics.json, predictions.parquet and plots/.
+
+    Returns
+    -------
+    dict
+        The (validated) metrics document.
+    """
+    out_dir = Path(out_dir)
+    plot_dir = out_dir / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    bands = list(cfg["instrument"]["bands"])
+    mag_col = f"mag_{cfg['reduce']['detection_band']}"
+    if mag_col not in test.columns:
+        raise KeyError(f"object table lacks the detection-band magnitude column {mag_col!r}")
+
+    evaluated = test["true_label"].to_numpy() >= 0
+    y = test["true_label"].to_numpy(dtype=np.int64)[evaluated]
+    sc = {name: np.asarray(p, dtype=np.float64)[evaluated] for name, p in scores.items()}
+    mag = test[mag_col].to_numpy(dtype=np.float64)[evaluated]
+    rng = np.random.default_rng([int(cfg["seed"]), _SEED_STREAM])
+    ecfg = cfg["evaluate"]
+    doc = summarize(y, sc, mag, list(ecfg["mag_bins"]), int(ecfg["n_bootstrap"]), rng,
+                    truth_source)
+    validate_metrics(doc)
+    with open(out_dir / "metrics.json", "w") as fh:
+        json.dump(doc, fh, indent=2, default=_json_default)
+        fh.write("\n")
+
+    pred = pd.DataFrame({
+        "object_id": test["object_id"].to_numpy(),
+        "field": test["field"].to_numpy(),
+        "row": test["row"].to_numpy(),
+        "ra": test["ra"].to_numpy(),
+        "dec": test["dec"].to_numpy(),
+        "split": test["split"].to_numpy(),
+        "p_galaxy": np.asarray(scores["model"], dtype=np.float64),
+    })
+    for name, p in scores.items():
+        if name != "model":
+            pred[f"p_galaxy_{name}"] = np.asarray(p, dtype=np.float64)
+    pred["label"] = test["true_label"].to_numpy(dtype=np.int8)
+    pred["catalog_label"] = test["label"].to_numpy(dtype=np.int8)
+    pred["evaluated"] = evaluated
+    for extra in ("truth_id", "truth_sep_arcsec"):
+        if extra in test.columns:
+            pred[extra] = test[extra].to_numpy()
+    for b in bands:
+        if f"mag_{b}" in test.columns:
+            pred[f"mag_{b}"] = test[f"mag_{b}"].to_numpy(dtype=np.float64)
+    pred.to_parquet(out_dir / "predictions.parquet", index=False)
+
+    png = {name: plot_dir / f"{name}.png" for name in PLOT_NAMES}
+    plots.plot_roc(y, sc, {k: v["auc"]["value"] for k, v in _blocks(doc).items()}, png["roc"])
+    plots.plot_purity_completeness(doc, cfg["reduce"]["detection_band"],
+                                   png["purity_completeness_vs_mag"])
+    plots.plot_reliability(y, sc, {k: v["cal"]["value"] for k, v in _blocks(doc).items()},
+                           png["reliability"])
+    worst = plots.worst_misclassified(y, sc["model"], GALLERY_SIZE)
+    eval_rows = test[evaluated].iloc[worst]
+    cutouts = read_cutouts(eval_rows) if len(worst) else np.zeros((0, len(bands), 1, 1))
+    plots.plot_gallery(cutouts, y[worst], sc["model"][worst], eval_rows["object_id"].tolist(),
+                       bands, png["worst_misclassified"],
+                       float(cfg["instrument"]["pixel_scale_arcsec"]))
+    log.info("wrote %s, predictions.parquet and %d plots", out_dir / "metrics.json",
+             len(list(plot_dir.glob("*.png"))))
+    return doc
+
+
+def _blocks(doc: dict) -> dict[str, dict]:
+    return {"model": doc["model"], **doc["baselines"]}
+
+
+def _load_classifier(model_dir: Path):
+    from astroflow.train.inference import load_classifier
+
+    return load_classifier(model_dir)
+
+
+def _set_threads(threads: int) -> None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return
+    torch.set_num_threads(max(1, threads))
+
+
+def prepare_test_table(
+    cfg: dict, objects: pd.DataFrame, truth: str | Path | None
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Split the object table into training and test rows and give the test rows a class.
+
+    Returns
+    -------
+    train, test : DataFrame
+        ``split == 'train'`` and ``split == 'test'`` rows; ``test`` has ``true_label``
+        (and ``truth_id``, ``truth_sep_arcsec`` with a truth table).
+    truth_source : {"truth", "labels"}
+    """
+    train = objects[objects["split"] == "train"].reset_index(drop=True)
+    test = objects[objects["split"] == "test"].reset_index(drop=True)
+    if truth_is_given(truth):
+        radius = float(cfg["evaluate"]["truth_match_radius_arcsec"])
+        label, truth_id, sep = match_truth(test, Path(truth), radius)
+        test = test.assign(true_label=label, truth_id=truth_id, truth_sep_arcsec=sep)
+        n_unmatched = int((label < 0).sum())
+        log.info("truth %s: %d of %d test objects matched within %.2f arcsec, %d unmatched "
+                 "(excluded)", truth, len(test) - n_unmatched, len(test), radius, n_unmatched)
+        source = "truth"
+    else:
+        test = test.assign(true_label=test["label"].to_numpy(dtype=np.int8))
+        log.info("no truth table: evaluating on catalog labels, %d of %d test objects labelled",
+                 int((test["true_label"] >= 0).sum()), len(test))
+        source = "labels"
+    if not (test["true_label"] >= 0).any():
+        raise ValueError(f"no test object has a true class ({source}); nothing to evaluate")
+    return train, test, source
+
+
+def run(
+    cfg: dict,
+    model: str,
+    index_path: Path,
+    train_dir: Path,
+    truth: str | Path | None,
+    out_dir: Path,
+    threads: int = 1,
+    load_classifier: Callable[[Path], object] = _load_classifier,
+) -> dict:
+    """Evaluate one trained model; returns the metrics document.
+
+    ``load_classifier(model_dir)`` must return an object with
+    ``predict_proba(images, tta=bool) -> p_galaxy`` (default:
+    ``astroflow.train.inference.load_classifier``).
+    """
+    import mlflow
+
+    from astroflow import tracking
+
+    index_path, train_dir, out_dir = Path(index_path), Path(train_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _set_threads(threads)
+    index, objects = load_objects(index_path)
+    train_run = read_json(train_dir / "run.json", "train run record")
+    if "run_id" not in train_run:
+        raise KeyError(f"{train_dir / 'run.json'}: train run record lacks 'run_id'")
+    train_run_id = train_run["run_id"]
+    objects = attach_split(objects, train_dir / "split.parquet")
+
+    with tracking.stage_run(
+        cfg,
+        stage="evaluate",
+        run_name=f"evaluate-{model}",
+        dataset_digest=index["digest"],
+        upstream_run_ids={"train": train_run_id},
+    ):
+        run_id = mlflow.active_run().info.run_id
+        train, test, source = prepare_test_table(cfg, objects, truth)
+        reader = CutoutReader(index, index_path)
+        classifier = load_classifier(train_dir / "model")
+        p_model = score_model(
+            classifier.predict_proba,
+            reader.batches(test, int(cfg["evaluate"]["batch_size"])),
+            len(test),
+            tta=bool(cfg["evaluate"]["tta"]),
+        )
+        scores = {"model": p_model, **score_baselines(
+            train, test, list(cfg["instrument"]["bands"]), int(cfg["seed"]), n_jobs=threads
+        )}
+        doc = evaluate_scores(cfg, test, scores, source, reader.read, out_dir)
+        mlflow.log_metrics(headline_mlflow_metrics(doc))
+        mlflow.log_metric("n_test_unscored", int((test["true_label"] < 0).sum()))
+        mlflow.log_param("evaluate_truth_source", source)
+        mlflow.log_artifact(str(out_dir / "metrics.json"))
+        mlflow.log_artifact(str(out_dir / "predictions.parquet"))
+        mlflow.log_artifacts(str(out_dir / "plots"), artifact_path="plots")
+
+    with open(out_dir / "run.json", "w") as fh:
+        json.dump({"run_id": run_id, "train_run_id": train_run_id}, fh, indent=2)
+        fh.write("\n")
+    log.info("evaluate-%s: model AUC %s on %d objects (MLflow run %s)", model,
+             doc["model"]["auc"]["value"], doc["n_test"], run_id)
+    return doc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="astroflow evaluate",
+        description="Score a trained model and the catalog baselines on the held-out region.",
+    )
+    add_config_args(parser)
+    parser.add_argument("--model", required=True, help="model name (train.models entry)")
+    parser.add_argument("--index", required=True, type=Path, help="reduce index.json")
+    parser.add_argument("--train-dir", required=True, type=Path,
+                        help="train output folder (model/, split.parquet, run.json)")
+    # nargs="?": a rule that expands an empty input list leaves "--truth" without a value.
+    parser.add_argument("--truth", nargs="?", const="", default="",
+                        help="truth catalog (ECSV) to evaluate against; '', 'none' or no value "
+                        "= the catalog labels")
+    parser.add_argument("--out-dir", required=True, type=Path, help="output folder")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``astroflow evaluate``."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    cfg = resolve_config(args)
+    run(cfg, args.model, args.index, args.train_dir, args.truth, args.out_dir, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

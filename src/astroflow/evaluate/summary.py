@@ -1,0 +1,144 @@
+"""Assemble metrics.json: model and baselines, overall and per magnitude bin, with intervals.
+
+Everything here is a pure function of arrays, so the whole metrics document can be tested
+without a model, a Zarr store or MLflow. The document's shape is fixed by
+``metrics_schema.json`` (next to this module) and checked by :func:`validate_metrics` before the
+stage writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+
+from astroflow.evaluate.bootstrap import bootstrap_indices, bootstrap_metrics
+from astroflow.evaluate.metrics import BY_CLASS, HEADLINE
+
+log = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).with_name("metrics_schema.json")
+BINNED = {**HEADLINE, **BY_CLASS}
+
+
+def magnitude_bin_masks(mag: np.ndarray, edges: list[float]) -> list[np.ndarray]:
+    """Boolean masks of ``edges[i] <= mag < edges[i+1]`` (the last bin includes its upper edge).
+
+    Objects with a non-finite magnitude or outside the edges fall in no bin.
+    """
+    mag = np.asarray(mag, dtype=np.float64)
+    masks = []
+    for i, (lo, hi) in enumerate(zip(edges, edges[1:], strict=False)):
+        upper = mag <= hi if i == len(edges) - 2 else mag < hi
+        masks.append((mag >= lo) & upper)
+    return masks
+
+
+def _scorer_metrics(
+    y: np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    metrics: Mapping,
+    indices: np.ndarray,
+) -> tuple[dict, dict]:
+    model = bootstrap_metrics(y, scores["model"], metrics, indices)
+    baselines = {
+        name: bootstrap_metrics(y, p, metrics, indices)
+        for name, p in scores.items()
+        if name != "model"
+    }
+    return model, baselines
+
+
+def summarize(
+    y: np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    mag: np.ndarray,
+    mag_bins: list[float],
+    n_bootstrap: int,
+    rng: np.random.Generator,
+    truth_source: str,
+) -> dict:
+    """The metrics.json document.
+
+    Parameters
+    ----------
+    y : int array
+        True class of each test object (1 galaxy, 0 star).
+    scores : mapping
+        ``{"model": p_galaxy, "<baseline>": p_galaxy, ...}``, all on the objects of ``y``.
+    mag : float array
+        Detection-band magnitude of each object [AB mag], for the bins.
+    mag_bins : list of float
+        Bin edges [AB mag].
+    n_bootstrap : int
+        Resamples per interval.
+    rng : numpy Generator
+        Seeded; the same resamples serve the model and the baselines.
+    truth_source : {"truth", "labels"}
+        Where ``y`` came from.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    if "model" not in scores:
+        raise ValueError("summarize: scores must include 'model'")
+    for name, p in scores.items():
+        if np.shape(p) != y.shape:
+            raise ValueError(f"summarize: scores[{name!r}] has shape {np.shape(p)}, "
+                             f"labels have {y.shape}")
+    indices = bootstrap_indices(y.size, n_bootstrap, rng)
+    model, baselines = _scorer_metrics(y, scores, HEADLINE, indices)
+    doc = {
+        "n_test": int(y.size),
+        "truth_source": truth_source,
+        "model": model,
+        "baselines": baselines,
+        "by_magnitude": [],
+    }
+    masks = magnitude_bin_masks(mag, mag_bins)
+    for i, mask in enumerate(masks):
+        yb = y[mask]
+        sb = {name: np.asarray(p)[mask] for name, p in scores.items()}
+        b_model, b_baselines = _scorer_metrics(
+            yb, sb, BINNED, bootstrap_indices(yb.size, n_bootstrap, rng)
+        )
+        doc["by_magnitude"].append({
+            "mag_lo": float(mag_bins[i]),
+            "mag_hi": float(mag_bins[i + 1]),
+            "n": int(yb.size),
+            "n_galaxy": int(yb.sum()),
+            "n_star": int(yb.size - yb.sum()),
+            "model": b_model,
+            "baselines": b_baselines,
+        })
+        log.info("magnitude bin %d/%d [%.1f, %.1f): %d objects", i + 1, len(masks),
+                 mag_bins[i], mag_bins[i + 1], yb.size)
+    return doc
+
+
+def validate_metrics(doc: Mapping) -> None:
+    """Raise ``jsonschema.ValidationError`` if ``doc`` does not match metrics_schema.json."""
+    with open(SCHEMA_PATH) as fh:
+        schema = json.load(fh)
+    jsonschema.Draft202012Validator(schema).validate(doc)
+
+
+def headline_mlflow_metrics(doc: Mapping) -> dict[str, float]:
+    """Flat MLflow metrics: ``model_auc``, ``model_auc_lo``, ``model_auc_hi``, ...,
+    ``baseline_<name>_auc`` ...; undefined values are left out (MLflow has no null)."""
+    flat: dict[str, float] = {}
+
+    def add(prefix: str, block: Mapping) -> None:
+        for key, metric in block.items():
+            for suffix, value in (("", metric["value"]), ("_lo", metric["ci95"][0]),
+                                  ("_hi", metric["ci95"][1])):
+                if value is not None:
+                    flat[f"{prefix}_{key}{suffix}"] = float(value)
+
+    add("model", doc["model"])
+    for name, block in doc["baselines"].items():
+        add(f"baseline_{name}", block)
+    flat["n_test"] = float(doc["n_test"])
+    return flat
