@@ -94,9 +94,13 @@ def _check_cross_keys(cfg: dict, source: str, check_simulate: bool) -> None:
     if check_simulate and cfg["simulate"]["enabled"]:
         missing_sky = [b for b in bands if b not in cfg["simulate"]["sky_mag_arcsec2"]]
         if missing_sky:
-            problems.append(f"simulate.sky_mag_arcsec2: no sky brightness for band(s) {missing_sky}")
+            problems.append(
+                f"simulate.sky_mag_arcsec2: no sky brightness for band(s) {missing_sky}"
+            )
         if cfg["simulate"]["mag_bright"] >= cfg["simulate"]["mag_faint"]:
-            problems.append("simulate.mag_bright: must be brighter (smaller) than simulate.mag_faint")
+            problems.append(
+                "simulate.mag_bright: must be brighter (smaller) than simulate.mag_faint"
+            )
     if cfg["train"]["crop_size"] > cfg["reduce"]["cutout_size"]:
         problems.append("train.crop_size: larger than reduce.cutout_size")
     split = cfg["train"]["split"]
