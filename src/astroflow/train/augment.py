@@ -1,0 +1,55 @@
+"""Crops and the eight dihedral transforms of square cutouts, batched on the tensor's device.
+
+Galaxy/star identity does not change under 90-degree rotations and flips of the sky, nor under
+sub-cutout shifts of a few pixels, so training sees random members of that group (more data for
+free) and prediction may average over all eight transforms (test-time augmentation).
+"""
+
+from __future__ import annotations
+
+import torch
+
+N_DIHEDRAL = 8
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Central ``size x size`` window of ``(N, C, S, S)`` images (no-op when S == size)."""
+    s = x.shape[-1]
+    if size > s or x.shape[-2] != s:
+        raise ValueError(f"center_crop: cannot crop {size} from images of shape {tuple(x.shape)}")
+    off = (s - size) // 2
+    return x[..., off : off + size, off : off + size]
+
+
+def random_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """An independent random ``size x size`` window per image, via one gather."""
+    n, c, s, _ = x.shape
+    if size == s:
+        return x
+    if size > s:
+        raise ValueError(f"random_crop: cannot crop {size} from images of shape {tuple(x.shape)}")
+    oy = torch.randint(0, s - size + 1, (n,), device=x.device)
+    ox = torch.randint(0, s - size + 1, (n,), device=x.device)
+    ar = torch.arange(size, device=x.device)
+    rows = (oy[:, None] + ar[None, :])[:, None, :, None]  # (n, 1, size, 1)
+    cols = (ox[:, None] + ar[None, :])[:, None, None, :]  # (n, 1, 1, size)
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return x[batch, chan, rows, cols]
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Dihedral transform ``k`` (0..7): ``k % 4`` quarter turns, then a flip if ``k >= 4``."""
+    out = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(out, dims=(-1,)) if k >= 4 else out
+
+
+def random_dihedral(x: torch.Tensor) -> torch.Tensor:
+    """An independent random dihedral transform per image."""
+    ks = torch.randint(0, N_DIHEDRAL, (x.shape[0],), device=x.device)
+    out = torch.empty_like(x)
+    for k in range(N_DIHEDRAL):
+        sel = ks == k
+        if bool(sel.any()):
+            out[sel] = dihedral(x[sel], k)
+    return out

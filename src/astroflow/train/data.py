@@ -1,0 +1,458 @@
+"""Cutout batches for training, read from the reduce stage's Zarr stores by whole chunks.
+
+Indexing a compressed Zarr array one sample at a time decompresses a whole chunk per sample, so
+the loader works in chunk units instead: the chunks that hold rows of the wanted split are
+visited in a seeded random order, a few at a time ("blocks"), each chunk is read with one slice,
+the wanted rows are shuffled within the block and cut into batches (a remainder carries over to
+the next block, so every batch but the last is full). When the selected cutouts fit in
+``train.cache_max_mb`` they are read once into memory instead and shuffled globally each epoch.
+
+Both datasets yield ready ``(images, labels)`` batches (DataLoader ``batch_size=None``): there
+is no per-sample ``__getitem__`` and no collate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import zarr
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CutoutIndex:
+    """The reduce outputs as the train stage sees them.
+
+    Attributes
+    ----------
+    root
+        Folder of ``index.json``; store paths in the index are relative to it.
+    digest
+        Dataset digest (sha256 over field digests).
+    bands
+        Band order of the cutout band axis.
+    stores
+        ``{field: path of <field>.zarr}``.
+    objects
+        All object tables concatenated (``object_id``, ``field``, ``row``, ``ra``, ``dec``,
+        ``label``, magnitudes, ...).
+    upstream_run_id
+        The reduce stage's MLflow run id if the index records one, else None.
+    """
+
+    root: Path
+    digest: str
+    bands: list[str]
+    stores: dict[str, Path]
+    objects: pd.DataFrame
+    upstream_run_id: str | None = None
+
+
+def read_index(index_path: str | Path) -> CutoutIndex:
+    """Read ``results/reduce/index.json`` and every field's object table.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Naming the file and what is wrong with it.
+    """
+    index_path = Path(index_path)
+    try:
+        index = json.loads(index_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{index_path}: not valid JSON: {exc}") from exc
+    for key in ("fields", "digest", "bands"):
+        if key not in index:
+            raise ValueError(f"{index_path}: missing key {key!r} (see docs/data_contracts.md)")
+    if not index["fields"]:
+        raise ValueError(f"{index_path}: no fields; the reduce stage produced no cutouts")
+    root = index_path.parent
+    stores, tables = {}, []
+    for field, entry in sorted(index["fields"].items()):
+        store, objects_path = root / entry["store"], root / entry["objects"]
+        if not store.exists():
+            raise FileNotFoundError(f"{index_path}: field {field}: Zarr store {store} not found")
+        table = pd.read_parquet(objects_path)
+        required = {"object_id", "field", "row", "ra", "dec", "label"}
+        if missing := required - set(table.columns):
+            raise ValueError(f"{objects_path}: missing column(s) {sorted(missing)}")
+        if not (table["field"] == field).all():
+            raise ValueError(f"{objects_path}: 'field' column does not equal {field!r}")
+        stores[field] = store
+        tables.append(table)
+    objects = pd.concat(tables, ignore_index=True)
+    if objects["object_id"].duplicated().any():
+        dup = objects.loc[objects["object_id"].duplicated(), "object_id"].iloc[0]
+        raise ValueError(f"{index_path}: object_id {dup!r} appears more than once")
+    upstream = index.get("run_id")
+    run_json = root / "run.json"
+    if upstream is None and run_json.exists():
+        upstream = json.loads(run_json.read_text()).get("run_id")
+    return CutoutIndex(root, index["digest"], list(index["bands"]), stores, objects, upstream)
+
+
+def open_images(store: Path) -> zarr.Array:
+    """The ``images`` array of a field's Zarr group, checked to be ``(N, bands, S, S)``."""
+    try:
+        group = zarr.open_group(store, mode="r")
+        images = group["images"]
+    except (FileNotFoundError, KeyError) as exc:
+        raise ValueError(f"{store}: no 'images' array in the Zarr group") from exc
+    if images.ndim != 4 or images.shape[2] != images.shape[3]:
+        raise ValueError(f"{store}/images: shape {images.shape} is not (N, bands, S, S)")
+    return images
+
+
+@dataclass(frozen=True)
+class FieldRows:
+    """Rows of one field's ``images`` array that belong to a split, with their labels."""
+
+    store: Path
+    rows: np.ndarray  # sorted int64 row indices into images
+    labels: np.ndarray  # float32, aligned with rows
+
+
+def select_rows(index: CutoutIndex, split_table: pd.DataFrame, split: str) -> list[FieldRows]:
+    """Labelled objects of ``split`` per field, rows sorted so chunk reads are contiguous."""
+    merged = index.objects[["object_id", "field", "row", "label"]].merge(
+        split_table[["object_id", "split"]], on="object_id", how="left", validate="one_to_one"
+    )
+    if merged["split"].isna().any():
+        missing = merged.loc[merged["split"].isna(), "object_id"].iloc[0]
+        raise ValueError(f"split table: object {missing!r} has no split")
+    keep = merged[(merged["split"] == split) & (merged["label"] >= 0)].sort_values(["field", "row"])
+    out = []
+    for field, group in keep.groupby("field", sort=True):
+        out.append(
+            FieldRows(
+                index.stores[field],
+                group["row"].to_numpy(np.int64),
+                group["label"].to_numpy(np.float32),
+            )
+        )
+    return out
+
+
+def read_chunk_rows(images: zarr.Array, start: int, stop: int, rows: np.ndarray) -> np.ndarray:
+    """Read ``images[start:stop]`` in one call and keep ``rows`` (absolute indices)."""
+    block = images[start:stop]
+    return np.ascontiguousarray(block[rows - start], dtype=np.float32)
+
+
+def load_rows(fields: Sequence[FieldRows]) -> tuple[np.ndarray, np.ndarray]:
+    """All selected cutouts and labels in memory, read chunk by chunk."""
+    images_out, labels_out = [], []
+    for fr in fields:
+        images = open_images(fr.store)
+        chunk = images.chunks[0]
+        for c in np.unique(fr.rows // chunk):
+            in_chunk = (fr.rows // chunk) == c
+            start, stop = int(c * chunk), int(min((c + 1) * chunk, images.shape[0]))
+            images_out.append(read_chunk_rows(images, start, stop, fr.rows[in_chunk]))
+            labels_out.append(fr.labels[in_chunk])
+    if not images_out:
+        raise ValueError("no labelled objects in this split")
+    return np.concatenate(images_out), np.concatenate(labels_out)
+
+
+class _EpochSeeded(IterableDataset):
+    """Shared epoch bookkeeping: the shuffle of epoch e uses ``default_rng([seed, e])``."""
+
+    def __init__(self, batch_size: int, shuffle: bool, seed: int, num_workers: int) -> None:
+        super().__init__()
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.num_workers = max(int(num_workers), 1)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the shuffle of this epoch (called by the LightningModule each epoch)."""
+        self.epoch = int(epoch)
+
+    def _rng(self) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch])
+
+    @staticmethod
+    def _worker() -> tuple[int, int]:
+        info = get_worker_info()
+        return (0, 1) if info is None else (info.id, info.num_workers)
+
+    def _n_batches(self, n: int) -> int:
+        # Each worker may end on one short batch: an upper bound keeps DataLoader's length honest.
+        return math.ceil(n / self.batch_size) + (self.num_workers - 1)
+
+    def _to_torch(
+        self, images: np.ndarray, labels: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+class InMemoryBatches(_EpochSeeded):
+    """Batches from cutouts held in memory, globally shuffled each epoch."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size, shuffle, seed, num_workers)
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return self._n_batches(len(self.labels))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        order = self._rng().permutation(n) if self.shuffle else np.arange(n)
+        wid, nw = self._worker()
+        for k, start in enumerate(range(0, n, self.batch_size)):
+            if k % nw != wid:
+                continue
+            idx = order[start : start + self.batch_size]
+            yield self._to_torch(self.images[idx], self.labels[idx])
+
+
+class ChunkBlockBatches(_EpochSeeded):
+    """Batches streamed from Zarr in whole chunks, shuffled by chunk and within blocks.
+
+    Parameters
+    ----------
+    fields
+        Selected rows per field store.
+    batch_size
+        Cutouts per batch; every batch but the last (per worker) is full.
+    shuffle
+        Visit chunks in a seeded random order and shuffle within blocks (training);
+        otherwise read in store order (validation).
+    seed
+        Base seed; the epoch set by :meth:`set_epoch` is mixed in.
+    chunks_per_block
+        Chunks read before shuffling and slicing: more mixes better, costs more memory.
+    num_workers
+        DataLoader workers; chunks are dealt round-robin to them.
+    """
+
+    def __init__(
+        self,
+        fields: Sequence[FieldRows],
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        chunks_per_block: int = 4,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size, shuffle, seed, num_workers)
+        self.fields = list(fields)
+        self.chunks_per_block = max(int(chunks_per_block), 1)
+        self.units = self._chunk_units()
+        self.n_samples = sum(len(fr.rows) for fr in self.fields)
+
+    def _chunk_units(self) -> list[tuple[int, int, int, np.ndarray, np.ndarray]]:
+        """``(field_idx, start, stop, rows, labels)`` for every chunk holding selected rows."""
+        units = []
+        for f, fr in enumerate(self.fields):
+            images = open_images(fr.store)
+            chunk, n = images.chunks[0], images.shape[0]
+            if len(fr.rows) and fr.rows.max() >= n:
+                raise ValueError(f"{fr.store}/images: row {fr.rows.max()} beyond {n} cutouts")
+            chunk_of = fr.rows // chunk
+            for c in np.unique(chunk_of):
+                sel = chunk_of == c
+                start, stop = int(c * chunk), int(min((c + 1) * chunk, n))
+                units.append((f, start, stop, fr.rows[sel], fr.labels[sel]))
+        return units
+
+    def __len__(self) -> int:
+        return self._n_batches(self.n_samples)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rng = self._rng()
+        order = rng.permutation(len(self.units)) if self.shuffle else np.arange(len(self.units))
+        wid, nw = self._worker()
+        mine = [self.units[k] for i, k in enumerate(order) if i % nw == wid]
+        arrays = {}
+        carry_x = np.empty((0,), dtype=np.float32)
+        carry_y = np.empty((0,), dtype=np.float32)
+        for b in range(0, len(mine), self.chunks_per_block):
+            xs, ys = [], []
+            for f, start, stop, rows, labels in mine[b : b + self.chunks_per_block]:
+                if f not in arrays:
+                    arrays[f] = open_images(self.fields[f].store)
+                xs.append(read_chunk_rows(arrays[f], start, stop, rows))
+                ys.append(labels)
+            if carry_y.size:
+                xs.insert(0, carry_x)
+                ys.insert(0, carry_y)
+            x, y = np.concatenate(xs), np.concatenate(ys)
+            if self.shuffle:
+                perm = rng.permutation(len(y))
+                x, y = x[perm], y[perm]
+            n_full = len(y) // self.batch_size * self.batch_size
+            for start in range(0, n_full, self.batch_size):
+                sl = slice(start, start + self.batch_size)
+                yield self._to_torch(x[sl], y[sl])
+            carry_x, carry_y = x[n_full:], y[n_full:]
+        if carry_y.size:
+            yield self._to_torch(np.ascontiguousarray(carry_x), np.ascontiguousarray(carry_y))
+
+
+class CutoutDataModule(L.LightningDataModule):
+    """Train/val/test batches of labelled cutouts for one dataset and split.
+
+    Parameters
+    ----------
+    index
+        The reduce outputs (:func:`read_index`).
+    split_table
+        ``object_id`` -> ``split`` (:func:`astroflow.split.assign_splits`).
+    batch_size, seed
+        As in the config (``train.batch_size``, ``seed``).
+    cache_max_mb
+        Hold a split in memory when its cutouts take at most this many MB (0 = always stream).
+    num_workers
+        DataLoader worker processes.
+    chunks_per_block
+        Zarr chunks per shuffle block when streaming.
+    """
+
+    def __init__(
+        self,
+        index: CutoutIndex,
+        split_table: pd.DataFrame,
+        batch_size: int,
+        seed: int,
+        cache_max_mb: float = 1024.0,
+        num_workers: int = 0,
+        chunks_per_block: int = 4,
+    ) -> None:
+        super().__init__()
+        self.index = index
+        self.split_table = split_table
+        self.batch_size = batch_size
+        self.seed = seed
+        self.cache_max_mb = cache_max_mb
+        self.num_workers = num_workers
+        self.chunks_per_block = chunks_per_block
+        self.datasets: dict[str, _EpochSeeded] = {}
+        self.rows = {s: select_rows(index, split_table, s) for s in ("train", "val", "test")}
+
+    @classmethod
+    def from_config(
+        cls, cfg: dict, index: CutoutIndex, split_table: pd.DataFrame
+    ) -> CutoutDataModule:
+        """Build from the resolved config's ``train`` section."""
+        train = cfg["train"]
+        return cls(
+            index,
+            split_table,
+            batch_size=train["batch_size"],
+            seed=cfg["seed"],
+            cache_max_mb=train["cache_max_mb"],
+            num_workers=train["num_workers"],
+        )
+
+    def n_labelled(self, split: str) -> int:
+        """Labelled objects in ``split``."""
+        return sum(len(fr.rows) for fr in self.rows[split])
+
+    def check_classes(self) -> None:
+        """Fail early, naming the index, when train or val lacks stars or galaxies.
+
+        ``val/auc`` is undefined with one class (torchmetrics would return 0 and checkpointing
+        would pick an arbitrary epoch), and a one-class training set learns nothing.
+        """
+        for split in ("train", "val"):
+            labels = np.concatenate([fr.labels for fr in self.rows[split]] or [np.empty(0)])
+            classes = set(np.unique(labels).astype(int).tolist())
+            if classes != {0, 1}:
+                raise ValueError(
+                    f"{self.index.root / 'index.json'}: the {split!r} split has labelled "
+                    f"classes {sorted(classes)} ({len(labels)} objects); need both stars (0) and "
+                    "galaxies (1): add fields or reduce train.split.cell_arcsec"
+                )
+
+    def cutout_shape(self) -> tuple[int, int, int]:
+        """``(n_bands, S, S)`` of the cutouts."""
+        store = next(iter(self.index.stores.values()))
+        return tuple(open_images(store).shape[1:])
+
+    def _dataset(self, split: str, shuffle: bool) -> _EpochSeeded:
+        if split in self.datasets:
+            return self.datasets[split]
+        fields = self.rows[split]
+        n = sum(len(fr.rows) for fr in fields)
+        if n == 0:
+            raise ValueError(
+                f"{self.index.root / 'index.json'}: no labelled objects in the {split!r} split; "
+                "use more fields or smaller train.split.cell_arcsec"
+            )
+        mb = n * int(np.prod(self.cutout_shape())) * 4 / 2**20
+        if mb <= self.cache_max_mb:
+            log.info("%s: %d cutouts (%.1f MB) cached in memory", split, n, mb)
+            images, labels = load_rows(fields)
+            ds = InMemoryBatches(
+                images, labels, self.batch_size, shuffle, self.seed, self.num_workers
+            )
+        else:
+            log.info("%s: %d cutouts (%.1f MB) streamed from Zarr by chunk", split, n, mb)
+            ds = ChunkBlockBatches(
+                fields, self.batch_size, shuffle, self.seed, self.chunks_per_block, self.num_workers
+            )
+        self.datasets[split] = ds
+        return ds
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pass the epoch to the training dataset so each epoch has its own shuffle."""
+        if "train" in self.datasets:
+            self.datasets["train"].set_epoch(epoch)
+
+    def _loader(self, ds: _EpochSeeded) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("train", shuffle=True))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("val", shuffle=False))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("test", shuffle=False))
+
+    def train_sample(self, max_objects: int = 2048) -> np.ndarray:
+        """Up to ``max_objects`` training cutouts (seeded choice) for fitting normalisation."""
+        fields = self.rows["train"]
+        n = sum(len(fr.rows) for fr in fields)
+        if n == 0:
+            raise ValueError(f"{self.index.root / 'index.json'}: no labelled training objects")
+        if n > max_objects:
+            rng = np.random.default_rng([self.seed, 7919])
+            keep = np.sort(rng.choice(n, size=max_objects, replace=False))
+            offsets = np.cumsum([0] + [len(fr.rows) for fr in fields])
+            fields = [
+                FieldRows(fr.store, fr.rows[m], fr.labels[m])
+                for k, fr in enumerate(fields)
+                if (m := (keep[(keep >= offsets[k]) & (keep < offsets[k + 1])] - offsets[k])).size
+            ]
+        return load_rows(fields)[0]

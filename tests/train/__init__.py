@@ -1,0 +1,1 @@
+"""Tests of the train stage and the sky-region split."""
