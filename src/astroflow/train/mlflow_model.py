@@ -79,6 +79,13 @@ def served_model(classifier: StarGalaxyClassifier) -> GalaxyProbability:
     return model.to(memory_format=torch.contiguous_format)
 
 
+def export_example(example: np.ndarray) -> np.ndarray:
+    """At least two cutouts: ``torch.export`` specialises a batch dimension of 1 to a constant,
+    and the exported program would then refuse any other batch size."""
+    example = np.asarray(example, dtype=np.float32)
+    return example if len(example) >= 2 else np.repeat(example[:1], 2, axis=0)
+
+
 def save_model_dir(classifier: StarGalaxyClassifier, model_dir: Path, example: np.ndarray) -> None:
     """Write the MLflow model directory (replacing an old one: save_model refuses to overwrite)."""
     model_dir = Path(model_dir)
@@ -88,7 +95,7 @@ def save_model_dir(classifier: StarGalaxyClassifier, model_dir: Path, example: n
         served_model(classifier),
         str(model_dir),
         signature=model_signature(classifier.n_bands),
-        input_example=example,
+        input_example=export_example(example),
         pip_requirements=pip_requirements(),
         metadata=model_metadata(classifier),
         serialization_format="pt2",
@@ -103,7 +110,7 @@ def log_and_register(
         served_model(classifier),
         name=ARTIFACT_NAME,
         signature=model_signature(classifier.n_bands),
-        input_example=example,
+        input_example=export_example(example),
         pip_requirements=pip_requirements(),
         metadata=model_metadata(classifier),
         serialization_format="pt2",
