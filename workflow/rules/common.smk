@@ -90,3 +90,19 @@ else:
 wildcard_constraints:
     field="[A-Za-z0-9_.+-]+",
     model="|".join(["kim_brunner", "resnet"]),
+
+# Small bookkeeping jobs run on the submitting host, not as cluster jobs.
+localrules:
+    tracking_init,
+
+
+onstart:
+    # sqlite over a shared filesystem corrupts when jobs on several nodes write to it.
+    from astroflow.dask_cluster import check_tracking_for_executor
+
+    _warning = check_tracking_for_executor(
+        os.environ.get("MLFLOW_TRACKING_URI") or config["tracking"]["uri"],
+        workflow.executor_plugin.name if workflow.executor_plugin else None,
+    )
+    if _warning:
+        logger.warning(_warning)
