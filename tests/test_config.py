@@ -53,3 +53,27 @@ def test_from_json_round_trip_and_hash_is_order_free():
 def test_invalid_json_is_a_config_error():
     with pytest.raises(config.ConfigError, match="not valid JSON"):
         config.from_json("{seed: 1")
+
+
+def _schema_leaves(schema, prefix=""):
+    for key, sub in schema.get("properties", {}).items():
+        name = f"{prefix}{key}"
+        yield name, sub
+        if sub.get("type") == "object":
+            yield from _schema_leaves(sub, prefix=f"{name}.")
+
+
+def test_every_schema_key_has_description_and_default():
+    for name, sub in _schema_leaves(config.load_schema()):
+        assert "default" in sub, f"{name}: no default in the schema"
+        if "." not in name or sub.get("type") != "object":
+            assert sub.get("description"), f"{name}: no description in the schema"
+
+
+def test_schema_defaults_equal_the_shipped_default_config():
+    """config/config.yaml is the default: an empty config must resolve to the same values."""
+    import yaml
+
+    with open("config/config.yaml") as fh:
+        shipped = yaml.safe_load(fh)
+    assert config.validate({}) == config.validate(shipped)
