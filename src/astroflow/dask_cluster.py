@@ -143,7 +143,9 @@ def _start_local(settings: dict, threads: int):
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
         processes=processes,
-        memory_limit=local["memory_limit"],
+        # A thread worker shares this process, whose memory it would measure as its own: with a
+        # limit it pauses (and the computation hangs) once the host process is large.
+        memory_limit=local["memory_limit"] if processes else 0,
         # Worker processes talk over TCP on loopback only; thread workers use in-process comms.
         host="127.0.0.1" if processes else None,
         dashboard_address=dashboard,
@@ -153,7 +155,7 @@ def _start_local(settings: dict, threads: int):
         "n_workers": n_workers,
         "threads_per_worker": threads_per_worker,
         "processes": processes,
-        "memory_limit": local["memory_limit"],
+        "memory_limit": local["memory_limit"] if processes else None,
         "dashboard": dashboard is not None,
     }
     return cluster, spec, n_workers * threads_per_worker

@@ -5,6 +5,12 @@ One file per exposure: an empty primary HDU with the observation keywords, then 
 and overscan last, with the section keywords, the amplifier's electronics and (science only) a
 TAN WCS valid for that amplifier's raw pixel grid. Files are byte-identical across runs: every
 header value is derived from the config, and no CHECKSUM/DATE-of-writing is added.
+
+With ``simulate.nonstandard_headers`` the primary header also carries the kind of cards real
+archives are full of and a reduction must step over: an ESO-style ``HIERARCH`` keyword, a
+keyword in lower case (``obsnote``) and a value that is not valid FITS (``DETTEMP = -110.4 C``,
+a number and its unit, unquoted). astropy would fix the last two on writing, so they are
+patched into the written bytes; reading their values then needs astropy's ``verify('fix')``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,49 @@ from astroflow.simulate import layout
 from astroflow.simulate.camera import Amp, Detector
 
 TELESCOPE = "astroflow demo 1.2m"
+
+#: Keywords written as non-standard cards when ``simulate.nonstandard_headers`` is on: astropy
+#: would fix them on writing, so :func:`write_exposure` patches their bytes afterwards.
+#: ``OBSNOTE`` becomes lower case; ``DETTEMP`` gets its value unquoted, unit and all.
+PATCHED_KEYWORDS = ("OBSNOTE", "DETTEMP")
+
+
+def _nonstandard_cards(header: fits.Header, expnum: int) -> None:
+    """Append the non-standard cards of exposure ``expnum`` (deterministic) to ``header``."""
+    temp_c = -110.0 - 0.1 * (int(expnum) % 17)
+    header["HIERARCH AF DET TEMP"] = (temp_c, "[C] detector temperature")
+    header["OBSNOTE"] = ("demo night", "lower-case keyword, as some archives write")
+    header["DETTEMP"] = f"{temp_c:.1f} C"
+
+
+def _nonstandard_image(card: fits.Card) -> bytes:
+    """The 80 bytes a sloppy archive writes for one of :data:`PATCHED_KEYWORDS`."""
+    if card.keyword == "OBSNOTE":
+        text = card.image.replace("OBSNOTE", "obsnote", 1)
+    else:
+        text = f"{card.keyword:<8}= {card.value}"
+    return text.ljust(80).encode("ascii")
+
+
+def _patch_primary(path: str, header: fits.Header) -> None:
+    """Rewrite the :data:`PATCHED_KEYWORDS` cards of a written primary header in place."""
+    cards = [c for c in header.cards if c.keyword in PATCHED_KEYWORDS]
+    if not cards:
+        return
+    with open(path, "r+b") as fh:
+        block = b""
+        while not any(block[i : i + 8] == b"END     " for i in range(0, len(block), 80)):
+            chunk = fh.read(2880)
+            if len(chunk) < 2880:
+                raise RuntimeError(f"{path}: primary header has no END card")
+            block += chunk
+        for card in cards:
+            old = card.image.encode("ascii")
+            if block.count(old) != 1:
+                raise RuntimeError(f"{path}: cannot find the {card.keyword} card to patch")
+            block = block.replace(old, _nonstandard_image(card))
+        fh.seek(0)
+        fh.write(block)
 
 
 def primary_header(
@@ -48,6 +97,8 @@ def primary_header(
     h["IMAGETYP"] = (imagetyp, "object, bias, dark or flat")
     h["NAMPS"] = (int(cfg["instrument"]["n_amps"]), "amplifiers (image extensions)")
     h["ORIGIN"] = ("astroflow simulate", "demo survey simulator")
+    if cfg["simulate"]["nonstandard_headers"]:
+        _nonstandard_cards(h, expnum)
     return h
 
 
@@ -90,4 +141,5 @@ def write_exposure(
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.part"
     fits.HDUList(hdus).writeto(tmp, overwrite=True)
+    _patch_primary(tmp, primary)
     os.replace(tmp, path)

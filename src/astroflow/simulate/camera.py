@@ -8,12 +8,18 @@ the master seed, so calibration frames and science frames share them exactly:
 - bias: ~1000 ADU per amplifier, a column pattern, a ramp near each amplifier's first columns
   and a gradient along y; on top, a per-frame offset and a per-frame row pattern that the
   overscan columns share (so overscan subtraction is needed and works);
-- dark current (0.02 e-/s/pixel), hot pixels and one hot partial column (scaled by EXPTIME);
+- dark current (``simulate.dark_current_e_per_s``), hot pixels and one hot partial column
+  (scaled by EXPTIME);
 - flat field per band: vignetting, pixel response non-uniformity, 2-3 dust donuts, a slight
   illumination tilt and two dead partial columns; normalised to a median of 1 over the
   detector, which is the normalisation the zero points refer to;
-- gain (e-/ADU) and read noise differ per amplifier; Poisson noise; cosmic rays; charge above
-  the full well bleeds along columns; pixels are clipped at ``SATURATE`` ADU.
+- gain (e-/ADU) and read noise differ per amplifier, scattered about ``simulate.gain_e_per_adu``
+  and ``simulate.read_noise_e`` (a real mosaic's amplifiers never agree, and the reduction must
+  read GAIN per extension); Poisson noise; cosmic rays; charge above ``simulate.full_well_e``
+  bleeds along columns; pixels are clipped at ``SATURATE`` ADU.
+
+The camera keys come from the config so that the survey presets (``config/presets/``) can
+describe MegaCam- or SDSS-like electronics; the module constants below are the demo values.
 """
 
 from __future__ import annotations
@@ -25,16 +31,26 @@ import numpy as np
 
 from astroflow.simulate.seeding import DETECTOR, FLAT_BAND, rng_for
 
-#: Pixel full well [e-]; charge above it bleeds along the column.
+#: Demo pixel full well [e-] (``simulate.full_well_e``); charge above it bleeds along the column.
 FULL_WELL_E = 9000.0
 #: Nominal bias level [ADU].
 BIAS_LEVEL_ADU = 1000.0
-#: Mean dark current [e-/s/pixel].
+#: Demo mean dark current [e-/s/pixel] (``simulate.dark_current_e_per_s``).
 DARK_E_PER_S = 0.02
 #: Cosmic-ray hits per megapixel per second of exposure.
 COSMIC_RATE_PER_MPIX_S = 0.08
-#: Mean level of a flat-field frame [e-].
-FLAT_LEVEL_E = 6000.0
+#: Mean level of a flat-field frame, as a fraction of the full well (high, never saturated).
+FLAT_LEVEL_FRACTION = 2.0 / 3.0
+#: Demo mean level of a flat-field frame [e-].
+FLAT_LEVEL_E = FLAT_LEVEL_FRACTION * FULL_WELL_E
+#: Amplifier gains are uniform within this fraction of ``simulate.gain_e_per_adu``.
+GAIN_SPREAD = 0.2
+#: Amplifier read noises are uniform within this fraction of ``simulate.read_noise_e``.
+READ_NOISE_SPREAD = 0.3
+#: Largest raw value a uint16 pixel can hold [ADU].
+ADC_MAX_ADU = 65535
+#: Headroom kept below ADC_MAX_ADU for the bias scatter, structure and per-frame offsets [ADU].
+BIAS_HEADROOM_ADU = 300.0
 #: PRNU amplitude (1 sigma) per band; bluer bands show more.
 _PRNU_BY_BAND = {"u": 0.016, "g": 0.012, "r": 0.010, "i": 0.009, "z": 0.011, "y": 0.012}
 
@@ -56,7 +72,9 @@ class Detector:
     Parameters
     ----------
     cfg
-        Resolved config; reads ``instrument`` (amp layout) and ``seed``.
+        Resolved config; reads ``instrument`` (amp layout), the camera keys of ``simulate``
+        (``gain_e_per_adu``, ``read_noise_e``, ``dark_current_e_per_s``, ``full_well_e``)
+        and ``seed``.
     """
 
     def __init__(self, cfg: Mapping):
@@ -66,14 +84,18 @@ class Detector:
         self.n_over = int(inst["overscan_cols"])
         self.nx = self.n_amps * self.nx_amp
         self.bands = tuple(inst["bands"])
+        sim = cfg["simulate"]
+        self.full_well_e = float(sim["full_well_e"])
+        self.flat_level_e = FLAT_LEVEL_FRACTION * self.full_well_e
         self._cfg = {"seed": cfg["seed"]}
         rng = rng_for(cfg, DETECTOR)
+        gain0, rdn0 = float(sim["gain_e_per_adu"]), float(sim["read_noise_e"])
         amps = []
         for k in range(self.n_amps):
-            gain = round(float(rng.uniform(1.4, 2.2)), 4)
-            rdn = round(float(rng.uniform(3.5, 6.5)), 3)
+            gain = round(float(rng.uniform(1 - GAIN_SPREAD, 1 + GAIN_SPREAD)) * gain0, 4)
+            rdn = round(float(rng.uniform(1 - READ_NOISE_SPREAD, 1 + READ_NOISE_SPREAD)) * rdn0, 3)
             bias = round(BIAS_LEVEL_ADU + float(rng.normal(0.0, 30.0)), 2)
-            sat = int(bias + 0.97 * FULL_WELL_E / gain)
+            sat = min(int(bias + 0.97 * self.full_well_e / gain), ADC_MAX_ADU)
             amps.append(Amp(k + 1, gain, rdn, bias, sat))
         self.amps = tuple(amps)
 
@@ -89,7 +111,7 @@ class Detector:
             )
         self.bias_structure_adu = structure
 
-        dark = np.full((self.ny, self.nx), DARK_E_PER_S)
+        dark = np.full((self.ny, self.nx), float(sim["dark_current_e_per_s"]))
         n_hot = max(1, int(2e-4 * self.ny * self.nx))
         hy, hx = rng.integers(0, self.ny, n_hot), rng.integers(0, self.nx, n_hot)
         dark[hy, hx] = rng.uniform(0.5, 20.0, n_hot)
@@ -191,7 +213,7 @@ class Detector:
         electrons = rng.poisson(signal).astype(np.float64)
         if cosmics:
             self.add_cosmic_rays(electrons, rng, exptime_s)
-        self.bleed(electrons)
+        self.bleed(electrons, self.full_well_e)
         return electrons
 
     def read_out(self, electrons: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:

@@ -9,6 +9,8 @@ Sub-commands (the Snakemake rules call exactly these)::
     astroflow simulate all      --config-json J --raw-dir DIR --catalog-dir DIR
 
 Everything is deterministic from ``seed``: the same config gives byte-identical files.
+A survey preset is one more config file:
+``--config config/config.yaml config/presets/sdss_like.yaml`` (see ``docs/simulate.md``).
 """
 
 from __future__ import annotations
@@ -29,11 +31,24 @@ log = logging.getLogger("astroflow.simulate")
 
 def check_config(cfg: Mapping) -> None:
     """Simulator-specific checks the schema cannot express; errors name the key."""
+    from astroflow.simulate import camera
     from astroflow.simulate.sky import check_bands
 
     check_bands(cfg["instrument"]["bands"])
     if len(cfg["instrument"]["bands"]) > 99:
         raise ConfigError("instrument.bands: the simulator numbers exposures for at most 99 bands")
+    sim = cfg["simulate"]
+    # The lowest-gain amplifier must still fit a full well into 16 bits above its bias.
+    lowest_gain = (1 - camera.GAIN_SPREAD) * sim["gain_e_per_adu"]
+    full_well_adu = sim["full_well_e"] / lowest_gain
+    room_adu = camera.ADC_MAX_ADU - camera.BIAS_LEVEL_ADU - camera.BIAS_HEADROOM_ADU
+    if full_well_adu > room_adu:
+        raise ConfigError(
+            f"simulate.full_well_e: {sim['full_well_e']:g} e- at simulate.gain_e_per_adu "
+            f"{sim['gain_e_per_adu']:g} (amplifiers down to {lowest_gain:.3g} e-/ADU) is "
+            f"{full_well_adu:.0f} ADU, more than the {room_adu:.0f} ADU a 16-bit pixel holds "
+            f"above the bias; lower full_well_e or raise gain_e_per_adu"
+        )
     if not cfg["simulate"]["enabled"]:
         log.warning("simulate.enabled is false; simulating anyway because it was asked for")
 
@@ -57,7 +72,7 @@ def simulate_calib(cfg: Mapping, raw_dir: str | os.PathLike) -> list[str]:
             electrons = det.expose(0.0, exptime, rng, None, cosmics=True)
         else:
             exptime = layout.FLAT_EXPTIME_S
-            level = camera.FLAT_LEVEL_E * (1.0 + rng.normal(0.0, 0.03))
+            level = det.flat_level_e * (1.0 + rng.normal(0.0, 0.03))
             electrons = det.expose(level, exptime, rng, frame["band"], cosmics=False)
         primary = archive.primary_header(
             cfg, object_name=kind, imagetyp=kind, band=frame["band"], exptime_s=exptime,

@@ -9,6 +9,12 @@ the next block, so every batch but the last is full). When the selected cutouts 
 
 Both datasets yield ready ``(images, labels)`` batches (DataLoader ``batch_size=None``): there
 is no per-sample ``__getitem__`` and no collate.
+
+Under DDP every rank iterates its own share ("shard" = rank x DataLoader worker): batches (in
+memory) or chunks (streaming) are dealt round-robin to shards. A training epoch must give every
+rank the same number of steps, or the gradient all-reduce of the rank with more batches waits
+forever, so with more than one rank a shuffled dataset stops every shard after the number of
+full batches the smallest shard has (the few cutouts left over differ each epoch).
 """
 
 from __future__ import annotations
@@ -176,6 +182,13 @@ class _EpochSeeded(IterableDataset):
         self.seed = int(seed)
         self.num_workers = max(int(num_workers), 1)
         self.epoch = 0
+        self.rank, self.world_size = 0, 1
+
+    def set_rank(self, rank: int, world_size: int) -> None:
+        """Shard by DDP rank (the DataModule passes the trainer's global rank and world size)."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"set_rank: rank {rank} outside a world of {world_size}")
+        self.rank, self.world_size = int(rank), int(world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the shuffle of this epoch (called by the LightningModule each epoch)."""
@@ -184,14 +197,20 @@ class _EpochSeeded(IterableDataset):
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch])
 
-    @staticmethod
-    def _worker() -> tuple[int, int]:
+    def _shard(self) -> tuple[int, int]:
+        """``(shard id, number of shards)`` of this process: rank-major, then worker."""
         info = get_worker_info()
-        return (0, 1) if info is None else (info.id, info.num_workers)
+        wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
+        return self.rank * nw + wid, self.world_size * nw
+
+    @property
+    def equal_shards(self) -> bool:
+        """Cut every shard to the same batch count (training under DDP, see module doc)."""
+        return self.shuffle and self.world_size > 1
 
     def _n_batches(self, n: int) -> int:
         # Each worker may end on one short batch: an upper bound keeps DataLoader's length honest.
-        return math.ceil(n / self.batch_size) + (self.num_workers - 1)
+        return math.ceil(n / self.batch_size / self.world_size) + (self.num_workers - 1)
 
     def _to_torch(
         self, images: np.ndarray, labels: np.ndarray
@@ -220,9 +239,12 @@ class InMemoryBatches(_EpochSeeded):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = self._rng().permutation(n) if self.shuffle else np.arange(n)
-        wid, nw = self._worker()
-        for k, start in enumerate(range(0, n, self.batch_size)):
-            if k % nw != wid:
+        shard, n_shards = self._shard()
+        n_batches = math.ceil(n / self.batch_size)
+        if self.equal_shards:  # whole rounds of full batches only
+            n_batches = n // self.batch_size // n_shards * n_shards
+        for k, start in enumerate(range(0, n_batches * self.batch_size, self.batch_size)):
+            if k % n_shards != shard:
                 continue
             idx = order[start : start + self.batch_size]
             yield self._to_torch(self.images[idx], self.labels[idx])
@@ -284,8 +306,23 @@ class ChunkBlockBatches(_EpochSeeded):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rng = self._rng()
         order = rng.permutation(len(self.units)) if self.shuffle else np.arange(len(self.units))
-        wid, nw = self._worker()
-        mine = [self.units[k] for i, k in enumerate(order) if i % nw == wid]
+        shard, n_shards = self._shard()
+        dealt = [order[s::n_shards] for s in range(n_shards)]
+        mine = [self.units[k] for k in dealt[shard]]
+        max_batches = None
+        if self.equal_shards:
+            max_batches = min(
+                sum(len(self.units[k][3]) for k in ks) // self.batch_size for ks in dealt
+            )
+        for n_yielded, batch in enumerate(self._blocks(rng, mine)):
+            if max_batches is not None and n_yielded >= max_batches:
+                return
+            yield batch
+
+    def _blocks(
+        self, rng: np.random.Generator, mine: list
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Read ``mine`` (chunk units) block by block; shuffle within blocks; cut batches."""
         arrays = {}
         carry_x = np.empty((0,), dtype=np.float32)
         carry_y = np.empty((0,), dtype=np.float32)
@@ -423,6 +460,9 @@ class CutoutDataModule(L.LightningDataModule):
             self.datasets["train"].set_epoch(epoch)
 
     def _loader(self, ds: _EpochSeeded) -> DataLoader:
+        trainer = self.trainer  # None outside a Trainer (tests, benchmark)
+        if trainer is not None:
+            ds.set_rank(trainer.global_rank, trainer.world_size)
         return DataLoader(
             ds,
             batch_size=None,

@@ -2,6 +2,13 @@
 
 ``train_model`` is the one callable the stage, the tests and the benchmark share; tests shrink
 the Trainer through ``trainer_overrides`` (e.g. ``limit_train_batches=1``).
+
+Preemption: every training epoch ends by writing ``<out_dir>/last.ckpt`` (atomically), and on
+SLURM Lightning's ``SLURMEnvironment(auto_requeue=True)`` answers the scheduler's warning
+signal (``--signal=USR1@90``) by saving ``<out_dir>/hpc_ckpt_<n>.ckpt`` and requeueing the job.
+A later invocation with the same config, model and dataset resumes from the newer of the two
+instead of starting again; a checkpoint written for anything else is ignored (and says so).
+Both are deleted once a fit completes, so a finished run is never "resumed".
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,8 +33,10 @@ from lightning.pytorch.callbacks import (
     TQDMProgressBar,
 )
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 
+from astroflow.config import config_hash
 from astroflow.train.data import CutoutDataModule
 from astroflow.train.module import StarGalaxyModule
 from astroflow.train.normalize import fit_band_scale_njy
@@ -35,6 +45,9 @@ log = logging.getLogger(__name__)
 
 BEST_CKPT = "best"  # ModelCheckpoint filename stem -> best.ckpt
 CKPT_WORK_DIR = "checkpoints"  # ModelCheckpoint writes here, then best.ckpt moves to out_dir
+LAST_CKPT = "last.ckpt"  # written to out_dir every epoch; resumed from when present
+HPC_CKPT_GLOB = "hpc_ckpt_*.ckpt"  # Lightning's SLURM requeue checkpoints (default_root_dir)
+FINGERPRINT_KEY = "astroflow_fingerprint"
 MONITOR = "val/auc"
 
 
@@ -79,16 +92,25 @@ class ActiveRunLogger(Logger):
 
 
 @contextlib.contextmanager
-def known_lightning_warnings_ignored() -> Iterator[None]:
-    """Ignore two warnings Lightning emits on every fit of ours, and nothing else.
+def known_lightning_warnings_ignored(resumed_ckpt_dir: Path | None = None) -> Iterator[None]:
+    """Ignore the warnings Lightning emits on every fit of ours, and nothing else.
 
     - torch 2.13 deprecates constructing ``LeafSpec``, which Lightning 2.6's CombinedLoader does
       (FutureWarning from Lightning's own code, not ours).
     - Lightning warns that an IterableDataset's ``__len__`` may be wrong with several workers;
       ours deals chunks round-robin to workers and reports an upper bound on purpose, so the
       progress bar and the LR schedule know the epoch length.
+    - When resuming a preempted fit, ``resumed_ckpt_dir`` still holds the best checkpoint that
+      the restored ModelCheckpoint state points at, and Lightning warns that the folder is not
+      empty: that one folder's warning is expected then.
     """
     with warnings.catch_warnings():
+        if resumed_ckpt_dir is not None:
+            warnings.filterwarnings(
+                "ignore",
+                message=rf"Checkpoint directory {re.escape(str(resumed_ckpt_dir))} exists and is",
+                category=UserWarning,
+            )
         warnings.filterwarnings(
             "ignore",
             message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
@@ -107,6 +129,99 @@ def select_accelerator(requested: str) -> str:
     return requested
 
 
+def select_precision(requested: str, accelerator: str) -> str:
+    """``auto`` -> ``bf16-mixed`` on a GPU (tensor cores, no loss scaling), else ``32-true``."""
+    if requested == "auto":
+        return "bf16-mixed" if accelerator == "gpu" else "32-true"
+    return requested
+
+
+def select_strategy(devices: int) -> str:
+    """``ddp`` (one process per device, gradients all-reduced) for several devices."""
+    return "ddp" if devices > 1 else "auto"
+
+
+class LastCheckpoint(L.Callback):
+    """Write ``path`` (``last.ckpt``) at the end of every training epoch, atomically.
+
+    The end of the training epoch comes after validation, so the saved ModelCheckpoint and
+    EarlyStopping states already include this epoch. The checkpoint is written to a temporary
+    name and renamed, so a job killed while writing leaves the previous epoch's intact. Every
+    checkpoint of the fit (best, last, SLURM's) carries ``fingerprint``.
+    """
+
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
+    ) -> None:
+        checkpoint[FINGERPRINT_KEY] = self.fingerprint
+
+
+def fit_fingerprint(cfg: Mapping, model_name: str, dataset_digest: str) -> str:
+    """What a checkpoint must have been written for to be resumed: seed, train config, model,
+    dataset. (Anything else, e.g. a longer ``max_epochs``, changes the schedule: start again.)"""
+    return config_hash(
+        {
+            "seed": cfg["seed"],
+            "train": cfg["train"],
+            "model": model_name,
+            "dataset_digest": dataset_digest,
+        }
+    )
+
+
+def _checkpoint_fingerprint(path: Path) -> str | None:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # a truncated or foreign file: not resumable, say why
+        log.warning("%s: cannot be read as a checkpoint (%s); not resuming from it", path, exc)
+        return None
+    return ckpt.get(FINGERPRINT_KEY) if isinstance(ckpt, dict) else None
+
+
+def find_resume_checkpoint(out_dir: Path, fingerprint: str) -> Path | None:
+    """The newest of ``out_dir/last.ckpt`` and SLURM's ``hpc_ckpt_*.ckpt`` written by a fit
+    with this ``fingerprint``, or None (a fresh fit)."""
+    candidates = [p for p in (out_dir / LAST_CKPT,) if p.exists()]
+    candidates += list(out_dir.glob(HPC_CKPT_GLOB))
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        found = _checkpoint_fingerprint(path)
+        if found == fingerprint:
+            return path
+        log.warning(
+            "%s: written for another config, model or dataset (fingerprint %s, now %s); "
+            "ignoring it and training from the start",
+            path,
+            found,
+            fingerprint,
+        )
+    return None
+
+
+def remove_resume_checkpoints(out_dir: Path) -> None:
+    """Delete ``last.ckpt`` and SLURM's ``hpc_ckpt_*.ckpt`` once a fit has completed."""
+    for path in [out_dir / LAST_CKPT, *out_dir.glob(HPC_CKPT_GLOB)]:
+        path.unlink(missing_ok=True)
+
+
+def env_global_rank() -> int:
+    """This process's DDP rank before any Trainer exists (Lightning's launcher sets ``RANK`` /
+    ``LOCAL_RANK`` for the processes it starts; ``srun`` sets ``SLURM_PROCID``)."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
 def build_trainer(
     train_cfg: Mapping,
     ckpt_dir: Path,
@@ -118,9 +233,12 @@ def build_trainer(
 
     ModelCheckpoint keeps ``ckpt_dir/best.ckpt`` at the best ``val/auc``; EarlyStopping watches
     the same metric; LearningRateMonitor runs when there is a logger. Deterministic algorithms
-    are on, so the same config and data give the same metrics.
+    are on, so the same config and data give the same metrics. ``train.devices`` > 1 trains
+    with DDP; ``train.precision: auto`` is bf16-mixed on a GPU; on SLURM the job requeues itself
+    on the scheduler's warning signal.
     """
     accelerator = select_accelerator(train_cfg["accelerator"])
+    devices = int(train_cfg.get("devices", 1))
     if accelerator == "gpu":
         # Required by cuBLAS for deterministic matmuls; must be set before CUDA initialises.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -144,8 +262,9 @@ def build_trainer(
     kwargs: dict[str, Any] = {
         "max_epochs": train_cfg["max_epochs"],
         "accelerator": accelerator,
-        "devices": 1,
-        "precision": train_cfg["precision"],
+        "devices": devices,
+        "strategy": select_strategy(devices),
+        "precision": select_precision(train_cfg["precision"], accelerator),
         "deterministic": True,
         "callbacks": callbacks,
         "logger": logger if logger is not None else False,
@@ -153,6 +272,8 @@ def build_trainer(
         "log_every_n_steps": 10,
         "enable_model_summary": False,
     }
+    if SLURMEnvironment.detect():
+        kwargs["plugins"] = [SLURMEnvironment(auto_requeue=True)]
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
 
@@ -193,17 +314,20 @@ def train_model(
     extra_callbacks: Sequence[L.Callback] = (),
     **trainer_overrides: Any,
 ) -> tuple[L.Trainer, StarGalaxyModule]:
-    """Seed everything, build module and Trainer, fit; return both.
+    """Seed everything, build module and Trainer, fit (or resume); return both.
 
     Checkpoints are written to ``out_dir/checkpoints/`` (Lightning warns about a non-empty
     checkpoint folder, and ``out_dir`` holds the split); afterwards the best one is moved to
-    ``out_dir/best.ckpt`` and the work folder removed.
+    ``out_dir/best.ckpt`` and the work folder removed. ``out_dir/last.ckpt`` is written every
+    epoch and, like SLURM's ``hpc_ckpt_*.ckpt``, resumed from by the next call when a fit was
+    cut short (see the module docstring); a completed fit deletes them.
 
     Parameters
     ----------
     ckpt_path
         Resume from this checkpoint (loaded with ``weights_only=True``): the epoch count, the
-        optimiser and scheduler state continue from it.
+        optimiser and scheduler state continue from it. None: resume from ``last.ckpt`` or a
+        SLURM checkpoint in ``out_dir`` written for the same fit, else start afresh.
     extra_callbacks
         Callbacks added to the standard ones.
     trainer_overrides
@@ -211,21 +335,32 @@ def train_model(
     """
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / CKPT_WORK_DIR
-    if ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)  # leftovers of a killed run
+    rank_zero = env_global_rank() == 0
     out_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = fit_fingerprint(cfg, model_name, datamodule.index.digest)
+    resumed = ckpt_path is None and (ckpt_path := find_resume_checkpoint(out_dir, fingerprint))
+    if resumed:
+        log.info("resuming the interrupted fit from %s", ckpt_path)
+    elif ckpt_dir.exists() and rank_zero:
+        shutil.rmtree(ckpt_dir)  # leftovers of a run that cannot be resumed
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     module = build_module(cfg, model_name, datamodule)
+    callbacks = [LastCheckpoint(out_dir / LAST_CKPT, fingerprint), *extra_callbacks]
+    trainer_overrides.setdefault("default_root_dir", str(out_dir))  # SLURM's hpc_ckpt_* go here
     trainer = build_trainer(
-        cfg["train"], ckpt_dir, logger=logger, extra_callbacks=extra_callbacks, **trainer_overrides
+        cfg["train"], ckpt_dir, logger=logger, extra_callbacks=callbacks, **trainer_overrides
     )
-    with known_lightning_warnings_ignored():
+    # Lightning fits a compiled LightningModule and saves the original's weights.
+    fit_module = torch.compile(module) if cfg["train"].get("compile", False) else module
+    with known_lightning_warnings_ignored(ckpt_dir if resumed else None):
         trainer.fit(
-            module,
+            fit_module,
             datamodule=datamodule,
-            ckpt_path=str(ckpt_path) if ckpt_path is not None else None,
-            weights_only=True if ckpt_path is not None else None,
+            ckpt_path=str(ckpt_path) if ckpt_path else None,
+            weights_only=True if ckpt_path else None,
         )
+    if trainer.interrupted or not trainer.is_global_zero:
+        return trainer, module
     written = ckpt_dir / f"{BEST_CKPT}.ckpt"
     if written.exists():
         os.replace(written, out_dir / f"{BEST_CKPT}.ckpt")
@@ -233,4 +368,5 @@ def train_model(
             trainer.checkpoint_callback.best_model_path = str(out_dir / f"{BEST_CKPT}.ckpt")
     if ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
+    remove_resume_checkpoints(out_dir)
     return trainer, module

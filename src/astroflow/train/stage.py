@@ -20,7 +20,13 @@ from astroflow import tracking
 from astroflow.cli_common import add_config_args, resolve_config, setup_logging
 from astroflow.split import assign_splits, split_counts
 from astroflow.train.data import CutoutDataModule, read_index
-from astroflow.train.fit import BEST_CKPT, MONITOR, ActiveRunLogger, train_model
+from astroflow.train.fit import (
+    BEST_CKPT,
+    MONITOR,
+    ActiveRunLogger,
+    env_global_rank,
+    train_model,
+)
 from astroflow.train.inference import classifier_from_checkpoint
 from astroflow.train.mlflow_model import log_and_register, save_model_dir
 from astroflow.train.nets import NETS
@@ -75,11 +81,16 @@ def run(cfg: dict, model_name: str, index_path: Path, out_dir: Path) -> dict:
         raise ValueError(f"{index_path}: bands {index.bands} differ from instrument.bands {bands}")
     out_dir.mkdir(parents=True, exist_ok=True)
     split = assign_splits(index.objects, cfg["train"]["split"], seed=cfg["seed"])
+    datamodule = CutoutDataModule.from_config(cfg, index, split)
+    datamodule.check_classes()
+    if env_global_rank() != 0:
+        # A DDP process started by Lightning's launcher (or srun) runs this same command: it
+        # only trains its shard; rank 0 writes the outputs and owns the MLflow run.
+        train_model(cfg, model_name, datamodule, out_dir)
+        return {}
     split_path = out_dir / "split.parquet"
     split.to_parquet(split_path, index=False)
     counts = split_counts(split, index.objects["label"])
-    datamodule = CutoutDataModule.from_config(cfg, index, split)
-    datamodule.check_classes()
     best_ckpt = out_dir / f"{BEST_CKPT}.ckpt"
     best_ckpt.unlink(missing_ok=True)  # a stale checkpoint must not survive a failed rerun
 
@@ -92,6 +103,7 @@ def run(cfg: dict, model_name: str, index_path: Path, out_dir: Path) -> dict:
         dataset_digest=index.digest,
         upstream_run_ids=upstream,
         tags={"model": model_name},
+        dataset_source=index_path,
     ) as active:
         run_id = active.info.run_id
         mlflow.log_metrics({f"split/{k}": v for k, v in counts.items()})
