@@ -42,7 +42,7 @@ SBATCH_VALUED = {
     "--job-name", "--output", "--error", "--export", "--comment", "--account", "--partition",
     "--time", "--mem", "--mem-per-cpu", "--ntasks", "--ntasks-per-gpu", "--ntasks-per-node",
     "--cpus-per-task", "--cpus-per-gpu", "--gpus", "--gres", "--nodes", "--constraint", "--qos",
-    "--reservation", "--exclude", "--clusters", "--chdir", "--wrap", "--array",
+    "--reservation", "--exclude", "--clusters", "--chdir", "--wrap", "--array", "--signal",
 }
 SHORT = {"-A": "--account", "-p": "--partition", "-t": "--time", "-D": "--chdir",
          "-J": "--job-name", "-n": "--ntasks", "-c": "--cpus-per-task", "-C": "--constraint",
