@@ -30,6 +30,18 @@ COMMANDS = {
         "astroflow.tracking",
         "MLflow store tools: `init` creates the database before parallel jobs",
     ),
+    "runs": (
+        "astroflow.lineage.runs",
+        "table of recent stage runs; `runs compare A B` shows what differs",
+    ),
+    "reproduce": (
+        "astroflow.lineage.reproduce",
+        "rerun a train/evaluate run from its raw pixels and compare the metrics",
+    ),
+    "predict": (
+        "astroflow.lineage.predict",
+        "p_galaxy for every object of a cutout store with a registered or saved model",
+    ),
 }
 
 USAGE = "usage: astroflow <command> [options]\n\ncommands:\n" + "\n".join(

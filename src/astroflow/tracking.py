@@ -1,9 +1,12 @@
 """MLflow tracking for stage jobs: one run per job, tagged so any result traces back to raw pixels.
 
 Every stage wraps its work in :func:`stage_run`, which points MLflow at the configured store,
-tags the run with the lineage (stage, rule, pipeline id, git commit and dirty flag, config hash,
-dataset digest, upstream run ids, package versions) and makes sure the run never stays RUNNING:
-an exception ends it FAILED, SIGTERM/SIGINT end it KILLED.
+tags the run with the lineage (stage, rule, pipeline id, git commit and dirty flag, code digest,
+config hash, working directory, dataset digest, raw-manifest digest, upstream run ids, package
+versions), logs the config the job received (``config/stage.json``; ``config/pipeline.json`` too
+when the workflow exports the whole config in ``ASTROFLOW_PIPELINE_CONFIG``), logs the data it
+read as MLflow dataset inputs, and makes sure the run never stays RUNNING: an exception ends it
+FAILED, SIGTERM/SIGINT end it KILLED. ``astroflow.lineage`` reads all of this back.
 
 The sqlite store must exist before jobs run in parallel (concurrent creation of a new sqlite
 database crashes), so the workflow runs ``astroflow tracking init`` once, first.
@@ -13,17 +16,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import signal
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 
 import mlflow
+from mlflow.exceptions import MlflowException
 
 from astroflow import __version__
 from astroflow.cli_common import add_config_args, resolve_config, setup_logging
@@ -34,6 +40,17 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PIPELINE_ID_ENV = "ASTROFLOW_PIPELINE_ID"
 RULE_ENV = "ASTROFLOW_RULE"
+# The whole resolved pipeline config as JSON, exported by the workflow for its jobs (optional):
+# a job only receives its own sections, but reproducing a run needs all of them.
+PIPELINE_CONFIG_ENV = "ASTROFLOW_PIPELINE_CONFIG"
+# Tags copied from upstream runs, so the evaluate run names its raw archive and reduce run too.
+INHERITED_TAGS = ("raw_manifest_digest",)
+# MLflow keeps dataset digests in a 36-character column; the full digest is in the run's tags.
+MLFLOW_DIGEST_CHARS = 32
+# Artifact paths that astroflow.lineage reads back.
+STAGE_CONFIG_ARTIFACT = "config/stage.json"
+PIPELINE_CONFIG_ARTIFACT = "config/pipeline.json"
+RAW_MANIFEST_ARTIFACT = "lineage/raw_manifest.json"
 TRACKED_PACKAGES = ("torch", "lightning", "dask", "zarr", "astropy", "mlflow", "galsim", "sep")
 # Sections every stage's params include besides its own: what defines the data it sees.
 SHARED_SECTIONS = ("seed", "instrument", "data")
@@ -94,6 +111,25 @@ def git_state() -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
 
 
+def code_digest() -> str:
+    """sha256 over the workflow and library sources: equal digests mean the same code.
+
+    Covers ``src/astroflow/**/*.py``, ``Snakefile`` and ``workflow/**`` by path and content
+    (config is tracked on its own), so it says whether the code differs from a recorded run
+    even when the recorded checkout was dirty (where the commit alone cannot).
+    """
+    digest = hashlib.sha256()
+    files = [REPO_ROOT / "Snakefile"]
+    for pattern, root in (("*.py", "src/astroflow"), ("*", "workflow")):
+        files += sorted(p for p in (REPO_ROOT / root).rglob(pattern) if p.is_file())
+    for path in files:
+        if "__pycache__" in path.parts or not path.exists():
+            continue
+        digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def package_versions() -> dict[str, str]:
     """Versions of the packages that can change a result."""
     versions = {"astroflow": __version__}
@@ -135,6 +171,8 @@ def lineage_tags(
         "rule": os.environ.get(RULE_ENV, stage),
         "pipeline_id": os.environ.get(PIPELINE_ID_ENV, "standalone-" + uuid.uuid4().hex[:8]),
         "config_hash": config_hash(stage_params(cfg, stage)),
+        "code_digest": code_digest(),
+        "workdir": os.getcwd(),
         **git_state(),
         **{f"version.{k}": v for k, v in package_versions().items()},
     }
@@ -174,6 +212,9 @@ def stage_run(
     dataset_digest: str | None = None,
     upstream_run_ids: Mapping[str, str] | None = None,
     tags: Mapping[str, str] | None = None,
+    dataset_source: str | os.PathLike | None = None,
+    raw_manifest: Mapping | None = None,
+    input_files: Mapping[str, str | os.PathLike] | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Open the MLflow run of one stage job; it ends FINISHED, FAILED or KILLED, never RUNNING.
 
@@ -186,8 +227,23 @@ def stage_run(
         Stage word (``reduce``, ``train``, ``evaluate``...), also the ``stage`` tag.
     run_name, dataset_digest, upstream_run_ids, tags
         Run name, the digest of the data read, ``{stage: run_id}`` of upstream runs, extra tags.
+    dataset_source : path, optional
+        Where the dataset with ``dataset_digest`` lives (``index.json``): logged as an MLflow
+        dataset input, so the UI shows which data version the run used.
+    raw_manifest : mapping, optional
+        The raw-archive manifest (``astroflow.lineage.manifest``): logged as an artifact, a
+        ``raw_manifest_digest`` tag and a dataset input.
+    input_files : mapping, optional
+        ``{name: path}`` of further files the results depend on (the truth catalog): their
+        sha256 and path become ``input_sha256.<name>`` / ``input_path.<name>`` tags.
     """
-    all_tags = lineage_tags(cfg, stage, dataset_digest, upstream_run_ids, tags)
+    extra = {**_inherited_tags(cfg, upstream_run_ids), **(tags or {})}
+    if raw_manifest is not None:
+        extra["raw_manifest_digest"] = raw_manifest["digest"]
+    for name, path in (input_files or {}).items():
+        extra[f"input_sha256.{name}"] = _sha256(path)
+        extra[f"input_path.{name}"] = os.path.abspath(path)
+    all_tags = lineage_tags(cfg, stage, dataset_digest, upstream_run_ids, extra)
     with _using_store(cfg), _terminate_as_exception():
         mlflow.set_experiment(cfg["tracking"]["experiment"])
         run = mlflow.start_run(run_name=run_name or stage, tags=all_tags)
@@ -197,6 +253,7 @@ def stage_run(
             items = sorted(params.items())
             for start in range(0, len(items), 100):
                 mlflow.log_params(dict(items[start : start + 100]))
+            _log_lineage_records(cfg, stage, dataset_digest, dataset_source, raw_manifest)
             log.info("MLflow run %s (%s) in %s", run.info.run_id, stage, tracking_uri(cfg))
             yield run
         except (_Terminated, KeyboardInterrupt):
@@ -207,6 +264,87 @@ def stage_run(
             raise
         else:
             mlflow.end_run(status="FINISHED")
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _inherited_tags(cfg: Mapping, upstream_run_ids: Mapping[str, str] | None) -> dict[str, str]:
+    """Lineage tags of the upstream runs that this run carries on (raw manifest, reduce run).
+
+    An evaluate run thus names the raw archive and the reduce run behind its train run without
+    a reader having to walk the chain. An upstream run this store does not know is skipped.
+    """
+    if not upstream_run_ids:
+        return {}
+    inherited: dict[str, str] = {}
+    with _using_store(cfg):
+        client = mlflow.MlflowClient()
+        for up_stage, run_id in upstream_run_ids.items():
+            try:
+                up_tags = client.get_run(run_id).data.tags
+            except MlflowException:
+                log.warning("upstream %s run %s is not in the tracking store", up_stage, run_id)
+                continue
+            for key, value in up_tags.items():
+                explicit = key.removeprefix("upstream.") in upstream_run_ids
+                if key in INHERITED_TAGS or (key.startswith("upstream.") and not explicit):
+                    inherited.setdefault(key, value)
+    return inherited
+
+
+def _dataset_input(name: str, digest: str, source: str, context: str) -> None:
+    """Log one MLflow dataset input (name, digest, source) for the UI's dataset column."""
+    from mlflow.data.dataset_source_registry import get_registered_sources
+    from mlflow.data.meta_dataset import MetaDataset
+
+    # The local-file source class is made at import time; resolving a path through the
+    # registry would warn that two registered classes of that name both match.
+    local = next(s for s in get_registered_sources() if s._get_source_type() == "local")
+    dataset = MetaDataset(local(str(source)), name=name, digest=digest[:MLFLOW_DIGEST_CHARS])
+    mlflow.log_input(dataset, context=context, tags={"digest_sha256": digest})
+
+
+def _log_lineage_records(
+    cfg: Mapping,
+    stage: str,
+    dataset_digest: str | None,
+    dataset_source: str | os.PathLike | None,
+    raw_manifest: Mapping | None,
+) -> None:
+    """Log the config the job got, the whole pipeline config if exported, and the data inputs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        records = {STAGE_CONFIG_ARTIFACT: dict(cfg)}
+        pipeline_json = os.environ.get(PIPELINE_CONFIG_ENV)
+        if pipeline_json:
+            records[PIPELINE_CONFIG_ARTIFACT] = json.loads(pipeline_json)
+        if raw_manifest is not None:
+            records[RAW_MANIFEST_ARTIFACT] = dict(raw_manifest)
+        for artifact, content in records.items():
+            path = Path(tmp) / artifact
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(content, indent=2, sort_keys=True, default=str) + "\n")
+            mlflow.log_artifact(str(path), artifact_path=str(Path(artifact).parent))
+    if raw_manifest is not None:
+        _dataset_input(
+            f"raw-{raw_manifest['digest'][:12]}",
+            raw_manifest["digest"],
+            raw_manifest.get("root") or os.getcwd(),
+            context="raw",
+        )
+    if dataset_digest and dataset_source is not None:
+        context = {"train": "training", "evaluate": "evaluation"}.get(stage, stage)
+        _dataset_input(
+            f"cutouts-{dataset_digest[:12]}",
+            dataset_digest,
+            os.path.abspath(dataset_source),
+            context=context,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

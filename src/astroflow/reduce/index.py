@@ -53,6 +53,7 @@ def build_index(
     field_dir, out_dir = Path(field_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries, tables, quarantine = {}, [], []
+    dask_specs: dict[str, dict] = {}
     for field in fields:
         store = field_dir / f"{field}.zarr"
         objects = field_dir / f"{field}.objects.parquet"
@@ -73,6 +74,8 @@ def build_index(
             "objects": os.path.relpath(objects, out_dir),
         }
         tables.append(table)
+        if attrs.get("dask"):
+            dask_specs[field] = attrs["dask"]
         quarantine.extend(json.loads(qfile.read_text()))
     digest = dataset_digest({f: e["digest"] for f, e in entries.items()})
     index = {
@@ -94,21 +97,28 @@ def build_index(
         len(quarantine),
     )
     if track:
-        _track(cfg, index, out_dir)
+        _track(cfg, index, out_dir, dask_specs)
     return index
 
 
-def _track(cfg: dict, index: dict, out_dir: Path) -> None:
+def _track(cfg: dict, index: dict, out_dir: Path, dask_specs: dict | None = None) -> None:
     import mlflow
 
     from astroflow import tracking
+    from astroflow.lineage.manifest import manifest_for_index
 
     with tracking.stage_run(
-        cfg, stage="reduce", run_name="reduce", dataset_digest=index["digest"], upstream_run_ids={}
+        cfg, stage="reduce", run_name="reduce", dataset_digest=index["digest"], upstream_run_ids={},
+        dataset_source=out_dir / "index.json", raw_manifest=manifest_for_index(index, out_dir),
     ) as run:
         mlflow.log_metric("n_objects", index["n_objects"])
         mlflow.log_metric("n_quarantined", index["n_quarantined"])
         mlflow.log_metric("n_fields", len(index["fields"]))
+        if dask_specs:
+            # where the fields were reduced (threads / LocalCluster / SLURM), from the stores
+            schedulers = sorted({spec.get("scheduler", "?") for spec in dask_specs.values()})
+            mlflow.log_param("dask_scheduler", ",".join(schedulers))
+            mlflow.log_dict(dask_specs, "dask_spec.json")
         mlflow.log_artifact(str(out_dir / "quarantine.json"))
         mlflow.log_artifact(str(out_dir / "index.json"))
         log.info("MLflow run %s", run.info.run_id)
