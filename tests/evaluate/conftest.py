@@ -22,3 +22,11 @@ def _fresh_mlflow_uri():
 def tiny_dataset(tmp_path) -> TinyDataset:
     """Reduce and train outputs of two small fields, written to ``tmp_path``."""
     return make_tiny_dataset(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def raw_field(tmp_path_factory):
+    """One simulated raw exposure with masters and its reduced object table (read only)."""
+    from sextractor_data import build_raw_field
+
+    return build_raw_field(tmp_path_factory.mktemp("sextractor_field"))

@@ -143,28 +143,49 @@ def make_tiny_dataset(
     return TinyDataset(cfg, reduce_dir / "index.json", train_dir, truth_path, objects)
 
 
-class MomentScorer:
-    """A real, simple classifier: logistic of the flux-weighted second-moment radius of the
-    detection-band cutout (extended sources have larger moments). ``tta`` averages the 8
-    rotations/flips, as the trained model's inference does."""
+class MomentNet:
+    """Torch form of the moment classifier: ``(n, bands, S, S)`` tensor -> ``p_galaxy``;
+    differentiable, so the stage can draw integrated-gradients saliency maps with it."""
 
-    def __init__(self, band_index: int = 1, radius0_pix: float = 3.0, scale_pix: float = 0.2):
+    def __init__(self, band_index: int, radius0_pix: float, scale_pix: float):
         self.band_index = band_index
         self.radius0_pix = radius0_pix
         self.scale_pix = scale_pix
+
+    def __call__(self, x):
+        import torch
+
+        img = x[:, self.band_index].double()
+        s = img.shape[-1]
+        yy, xx = torch.meshgrid(torch.arange(s) - s // 2, torch.arange(s) - s // 2,
+                                indexing="ij")
+        r2 = (xx**2 + yy**2).double()
+        w = torch.clamp(img, min=0) * (r2 <= 64)  # within 8 pixels of the centre
+        flux = w.sum(dim=(1, 2)) + 1e-9
+        radius = torch.sqrt((w * r2).sum(dim=(1, 2)) / flux + 1e-12)
+        return torch.sigmoid((radius - self.radius0_pix) / self.scale_pix).float()
+
+
+class MomentScorer:
+    """A real, simple classifier: logistic of the flux-weighted second-moment radius of the
+    detection-band cutout (extended sources have larger moments). ``tta`` averages the 8
+    rotations/flips, as the trained model's inference does. ``model`` is its torch form."""
+
+    def __init__(self, band_index: int = 1, radius0_pix: float = 3.0, scale_pix: float = 0.2):
+        self.model = MomentNet(band_index, radius0_pix, scale_pix)
+        self.device = "cpu"
         self.calls: list[int] = []
+        self.tta_flags: list[bool] = []
 
     def _p(self, images: np.ndarray) -> np.ndarray:
-        img = images[:, self.band_index].astype(np.float64)
-        s = img.shape[-1]
-        yy, xx = np.mgrid[:s, :s] - s // 2
-        w = np.clip(img, 0, None) * (xx**2 + yy**2 <= 64)  # within 8 pixels of the centre
-        flux = w.sum(axis=(1, 2)) + 1e-9
-        radius = np.sqrt((w * (xx**2 + yy**2)).sum(axis=(1, 2)) / flux)
-        return 1 / (1 + np.exp(-(radius - self.radius0_pix) / self.scale_pix))
+        import torch
+
+        with torch.no_grad():
+            return self.model(torch.from_numpy(np.ascontiguousarray(images))).double().numpy()
 
     def predict_proba(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
         self.calls.append(len(images))
+        self.tta_flags.append(bool(tta))
         if not tta:
             return self._p(images)
         views = [np.rot90(images, k, axes=(2, 3)) for k in range(4)]

@@ -9,7 +9,7 @@ from docutils.core import publish_parts
 from jinja2 import Environment
 
 from astroflow.config import validate
-from astroflow.evaluate.stage import PLOT_NAMES
+from astroflow.evaluate.stage import OPTIONAL_PLOT_NAMES, PLOT_NAMES
 
 REPORT_DIR = Path(__file__).resolve().parents[2] / "workflow" / "report"
 
@@ -27,7 +27,7 @@ def test_metrics_caption():
     assert "kim_brunner" in html and "0.6 arcsec" in html and "200" in html
 
 
-@pytest.mark.parametrize("name", PLOT_NAMES)
+@pytest.mark.parametrize("name", PLOT_NAMES + OPTIONAL_PLOT_NAMES)
 def test_every_plot_has_a_caption(name):
     html = _render("plots.rst", model="kim_brunner", name=name)
     assert "kim_brunner" in html

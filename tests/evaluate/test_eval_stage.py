@@ -63,6 +63,10 @@ def test_cli_arguments():
     assert stage.build_parser().parse_args([*base, "--truth", "x.ecsv"]).truth == "x.ecsv"
     with pytest.raises(SystemExit):
         stage.build_parser().parse_args(base[2:])  # --model is required
+    assert args.exposures == [] and args.calib is None  # SExtractor inputs are optional
+    args = stage.build_parser().parse_args([*base, "--exposures", "a.fits", "b.fits",
+                                            "--calib", "results/reduce/calib"])
+    assert args.exposures == ["a.fits", "b.fits"] and args.calib == "results/reduce/calib"
 
 
 def test_score_model_rejects_non_probabilities():
@@ -75,9 +79,9 @@ def test_score_model_rejects_non_probabilities():
         stage.score_model(lambda x, tta: np.zeros(2), iter(batches), 5, tta=False)
 
 
-def _run(ds, out_dir, truth):
+def _run(ds, out_dir, truth, cfg=None):
     scorer = MomentScorer()
-    doc = stage.run(ds.cfg, "toy", ds.index, ds.train_dir, truth, out_dir, threads=1,
+    doc = stage.run(cfg or ds.cfg, "toy", ds.index, ds.train_dir, truth, out_dir, threads=1,
                     load_classifier=lambda model_dir: scorer)
     return doc, scorer
 
@@ -93,6 +97,7 @@ def test_run_against_truth(tiny_dataset, tmp_path):
     assert doc["truth_source"] == "truth"
     assert doc["n_test"] == len(test_ids - moved)
     assert sum(scorer.calls) == len(test_ids)  # the model scored every test object once
+    assert scorer.tta_flags and all(scorer.tta_flags)  # evaluate.tta reaches the classifier
 
     on_disk = json.loads((out / "metrics.json").read_text())
     validate_metrics(on_disk)
@@ -100,6 +105,11 @@ def test_run_against_truth(tiny_dataset, tmp_path):
     assert on_disk["model"]["auc"]["value"] > 0.7
     assert on_disk["baselines"]["forest"]["auc"]["value"] > 0.7
     assert [b["mag_lo"] for b in on_disk["by_magnitude"]] == [18.0, 21.0, 23.0]
+    # No raw exposures given: the SExtractor baselines are skipped, and say why.
+    for name in ("class_star", "spread_model"):
+        assert on_disk["baselines"][name] == {"skipped": "no raw exposures given (--exposures)"}
+        assert all(name not in b["baselines"] for b in on_disk["by_magnitude"])
+    assert on_disk["calibration"] == {"method": "none"}
 
     pred = pd.read_parquet(out / "predictions.parquet")
     assert set(pred["object_id"]) == test_ids
@@ -112,9 +122,10 @@ def test_run_against_truth(tiny_dataset, tmp_path):
     assert (evaluated["label"] == evaluated["object_id"].map(truth_by_id)).all()
     assert (pred.loc[pred["object_id"].isin(moved), "label"] == -1).all()
 
-    for name in ("roc", "purity_completeness_vs_mag", "reliability", "worst_misclassified"):
+    for name in (*stage.PLOT_NAMES, "saliency"):  # the scorer has a torch form: saliency
         png = out / "plots" / f"{name}.png"
         assert png.stat().st_size > 5000, png
+    assert not (out / "plots" / "reliability_calibration.png").exists()
 
     run_record = json.loads((out / "run.json").read_text())
     assert run_record["train_run_id"] == "train-run-123"
@@ -130,6 +141,29 @@ def test_run_against_truth(tiny_dataset, tmp_path):
     assert run.data.metrics["n_test_unscored"] == len(test_ids & moved)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"metrics.json", "predictions.parquet", "plots"} <= artifacts
+
+
+def test_run_with_temperature_calibration(tiny_dataset, tmp_path):
+    ds = tiny_dataset
+    cfg = {**ds.cfg, "evaluate": {**ds.cfg["evaluate"], "calibration": "temperature"}}
+    out = tmp_path / "calibrated"
+    doc, scorer = _run(ds, out, str(ds.truth), cfg)
+    split = pd.read_parquet(ds.train_dir / "split.parquet")
+    val_ids = set(split.loc[split["split"] == "val", "object_id"])
+    n_val = int(ds.objects[ds.objects["object_id"].isin(val_ids)]["label"].ge(0).sum())
+    calib = doc["calibration"]
+    assert calib["method"] == "temperature" and calib["n_val"] == n_val > 0
+    assert sum(scorer.calls) == doc["n_test"] + 10 + n_val  # test (10 unmatched) then val
+    # Temperature scaling is monotone: the ranking metrics do not move.
+    assert doc["model"]["auc"]["value"] == pytest.approx(calib["uncalibrated"]["auc"]["value"])
+    pred = pd.read_parquet(out / "predictions.parquet")
+    np.testing.assert_allclose(
+        pred["p_galaxy"],
+        1 / (1 + np.exp(-np.log(pred["p_galaxy_uncalibrated"].clip(1e-7, 1 - 1e-7)
+                                / (1 - pred["p_galaxy_uncalibrated"].clip(1e-7, 1 - 1e-7)))
+                         / calib["temperature"])), rtol=1e-6)
+    assert (out / "plots" / "reliability_calibration.png").stat().st_size > 5000
+    validate_metrics(json.loads((out / "metrics.json").read_text()))
 
 
 def test_run_on_labels_and_reproducible(tiny_dataset, tmp_path):
@@ -178,4 +212,6 @@ def test_cli_with_a_saved_torch_model(tmp_path):
     validate_metrics(doc)
     pred = pd.read_parquet(out / "predictions.parquet")
     assert pred["p_galaxy"].between(0, 1).all() and pred["p_galaxy"].nunique() > 1
+    # Saliency through autograd on the exported program that MLflow serves.
+    assert (out / "plots" / "saliency.png").stat().st_size > 5000
     assert json.loads((out / "run.json").read_text())["train_run_id"] == "train-run-123"

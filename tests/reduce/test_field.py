@@ -207,6 +207,20 @@ def test_index_gathers_fields_and_logs_one_mlflow_run(epochs2, tmp_path):
     run = runs[runs["tags.stage"] == "reduce"].iloc[0]
     assert run["metrics.n_objects"] == 16 and run["metrics.n_fields"] == 1
     assert run["tags.dataset_digest"] == index["digest"]
+    assert run["params.dask_scheduler"] == "threads"  # the scheduler the fields ran on
+
+
+def test_local_dask_cluster_gives_the_same_dataset(epochs2, tmp_path):
+    """dask.scheduler = local (a distributed LocalCluster) reduces to the same bytes."""
+    archive, cfg, calib, out = epochs2
+    local_cfg = {
+        **cfg,
+        "dask": {"scheduler": "local", "local": {"n_workers": 1, "processes": False}},
+    }
+    again = run_field(archive, calib, tmp_path, local_cfg, threads=2)
+    store = zarr.open_group(str(again / "F00.zarr"), mode="r")
+    assert store.attrs["dask"]["scheduler"] == "local"
+    assert store.attrs["digest"] == zarr.open_group(str(out / "F00.zarr"), mode="r").attrs["digest"]
 
 
 def test_tile_compressed_archive_gives_the_same_dataset(tmp_path):

@@ -19,6 +19,14 @@ config.update(_resolved)
 
 # One pipeline id groups the MLflow runs of one `snakemake` invocation; jobs inherit it.
 os.environ.setdefault("ASTROFLOW_PIPELINE_ID", uuid.uuid4().hex[:12])
+# The whole resolved config, which every run records (config/pipeline.json), so that
+# `astroflow reproduce` can rebuild a run from raw pixels, simulated survey included.
+# Where reduction's Dask graphs run (threads, LocalCluster, SLURM workers) goes the same way,
+# outside the stage params: it changes how fast the outputs come, not what they are.
+os.environ.update(
+    ASTROFLOW_PIPELINE_CONFIG=json.dumps(config, sort_keys=True),
+    ASTROFLOW_DASK_JSON=json.dumps(config["dask"], sort_keys=True),
+)
 
 SRC = Path(workflow.basedir) / "src" / "astroflow"
 # Source files whose edits change each stage's outputs (Snakemake cannot see inside src/).
@@ -26,7 +34,7 @@ CODE_PATHS = {
     "simulate": ["simulate"],
     "reduce": ["reduce", "io"],
     "train": ["train", "split.py"],
-    "evaluate": ["evaluate"],
+    "evaluate": ["evaluate", "reduce", "io"],
 }
 COMMON_CODE = ["config.py", "cli_common.py"]
 

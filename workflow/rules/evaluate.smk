@@ -10,6 +10,9 @@ rule evaluate:
         split="results/train/{model}/split.parquet",
         run="results/train/{model}/run.json",
         truth=[TRUTH] if TRUTH else [],
+        # raw detection frames and masters for the SExtractor CLASS_STAR/SPREAD_MODEL baselines
+        exposures=[path for field in FIELDS for path in SCIENCE[field]],
+        calib="results/reduce/calib/masters.json",
     output:
         metrics=report(
             "results/evaluate/{model}/metrics.json",
@@ -31,6 +34,7 @@ rule evaluate:
         code=code_version("evaluate"),
         train_dir=lambda wildcards, input: os.path.dirname(input.run),
         out=lambda wildcards, output: os.path.dirname(output.run),
+        calib=lambda wildcards, input: os.path.dirname(input.calib),
     log:
         "logs/evaluate/{model}.log",
     benchmark:
@@ -44,4 +48,5 @@ rule evaluate:
     shell:
         "ASTROFLOW_RULE=evaluate astroflow evaluate --config-json {params.cfg:q}"
         " --model {wildcards.model:q} --index {input.index:q} --train-dir {params.train_dir:q}"
-        " --truth {input.truth:q} --out-dir {params.out:q} --threads {threads} > {log:q} 2>&1"
+        " --truth {input.truth:q} --exposures {input.exposures:q} --calib {params.calib:q}"
+        " --out-dir {params.out:q} --threads {threads} > {log:q} 2>&1"

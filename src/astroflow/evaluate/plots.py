@@ -1,4 +1,5 @@
-"""Evaluation plots: ROC, purity/completeness versus magnitude, reliability, worst cutouts.
+"""Evaluation plots: ROC, purity/completeness versus magnitude, reliability (and its change
+under post-hoc calibration), worst cutouts.
 
 Figures are built with ``matplotlib.figure.Figure`` (Agg canvas, no pyplot global state), so
 plotting works headless on a cluster node and from threads. Every function writes one PNG and
@@ -19,6 +20,8 @@ _STYLE = {
     "model": {"color": "C0", "ls": "-"},
     "concentration": {"color": "C1", "ls": "--"},
     "forest": {"color": "C2", "ls": ":"},
+    "class_star": {"color": "C3", "ls": "-."},
+    "spread_model": {"color": "C4", "ls": (0, (5, 1, 1, 1, 1, 1))},
 }
 
 
@@ -84,7 +87,9 @@ def plot_purity_completeness(doc: Mapping, detection_band: str, path: Path) -> P
         ("completeness_star", "star completeness"),
     ]
     centres = np.array([(b["mag_lo"] + b["mag_hi"]) / 2 for b in bins])
-    names = ["model", *doc["baselines"].keys()] if bins else []
+    # Skipped baselines ({"skipped": reason}) have no per-bin values.
+    names = ["model", *(k for k, v in doc["baselines"].items() if "skipped" not in v)]
+    names = names if bins else []
     for ax, (key, title) in zip(axes.ravel(), panels, strict=True):
         for i, name in enumerate(names):
             blocks = [b["model"] if name == "model" else b["baselines"][name] for b in bins]
@@ -138,6 +143,39 @@ def plot_reliability(
     ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, label="perfect calibration")
     ax.set_ylabel("observed galaxy fraction")
     ax.set_title(f"Reliability diagram ({len(y)} test objects, 10 bins)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8, loc="upper left")
+    axh.set_xlabel("predicted p_galaxy")
+    axh.set_ylabel("objects per bin")
+    axh.set_yscale("log")
+    return _save(fig, path)
+
+
+def plot_reliability_calibration(
+    y: np.ndarray,
+    p_before: np.ndarray,
+    p_after: np.ndarray,
+    cal_before: float | None,
+    cal_after: float | None,
+    temperature: float,
+    path: Path,
+) -> Path:
+    """Reliability of the model before and after temperature scaling, on the test objects."""
+    fig = Figure(figsize=(5.5, 7))
+    ax, axh = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    edges = np.linspace(0, 1, 11)
+    for p, cal, label, style in (
+        (p_before, cal_before, "uncalibrated", {"color": "0.4", "ls": "--"}),
+        (p_after, cal_after, f"temperature T={temperature:.2f}", {"color": "C0", "ls": "-"}),
+    ):
+        mean_p, frac, _ = reliability_points(y, p)
+        text = f"{label} (CAL {cal:.3f})" if cal is not None else f"{label} (CAL n/a)"
+        ax.plot(mean_p, frac, marker="o", ms=4, label=text, **style)
+        axh.hist(p, bins=edges, histtype="step", **style)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, label="perfect calibration")
+    ax.set_ylabel("observed galaxy fraction")
+    ax.set_title(f"Model reliability before/after calibration ({len(y)} test objects)")
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=8, loc="upper left")

@@ -4,14 +4,21 @@ Command line (what the Snakemake rule runs)::
 
     astroflow evaluate --config-json J --model kim_brunner --index results/reduce/index.json \\
         --train-dir results/train/kim_brunner --truth PATH_OR_EMPTY \\
-        --out-dir results/evaluate/kim_brunner --threads N
+        --out-dir results/evaluate/kim_brunner --threads N \\
+        [--exposures RAW.fits ... --calib results/reduce/calib]
+
+``--exposures`` (raw science exposures, any band and field) and ``--calib`` (the masters folder
+of ``reduce calib``) feed the SExtractor baselines; without them, or without the
+``source-extractor``/``psfex`` programs, those baselines are skipped with the reason in
+metrics.json.
 
 The work is split so that each part can be tested on its own:
 
 - :func:`score_model` turns a ``predict_proba`` callable and cutout batches into ``p_galaxy``;
 - :func:`evaluate_scores` takes the test table, the true classes and every scorer's
   ``p_galaxy`` and writes metrics.json, predictions.parquet and the plots;
-- :func:`run` wires the inputs of reduce and train, the classifier loader and MLflow around them.
+- :func:`run` wires the inputs of reduce and train, the classifier loader, the SExtractor
+  baselines, the optional temperature calibration and MLflow around them.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import logging
 import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +37,8 @@ import pandas as pd
 from astroflow.cli_common import add_config_args, resolve_config, setup_logging
 from astroflow.evaluate import plots
 from astroflow.evaluate.baselines import score_baselines
+from astroflow.evaluate.bootstrap import bootstrap_indices, bootstrap_metrics
+from astroflow.evaluate.calibration import apply_temperature, fit_temperature
 from astroflow.evaluate.inputs import (
     CutoutReader,
     attach_split,
@@ -37,7 +47,20 @@ from astroflow.evaluate.inputs import (
     read_json,
     truth_is_given,
 )
-from astroflow.evaluate.summary import headline_mlflow_metrics, summarize, validate_metrics
+from astroflow.evaluate.metrics import HEADLINE
+from astroflow.evaluate.saliency import (
+    SALIENCY_PER_GROUP,
+    integrated_gradients,
+    plot_saliency,
+    saliency_sample,
+)
+from astroflow.evaluate.sextractor_baselines import SEXTRACTOR_BASELINES, score_sextractor
+from astroflow.evaluate.summary import (
+    headline_mlflow_metrics,
+    scored_blocks,
+    summarize,
+    validate_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +68,12 @@ log = logging.getLogger(__name__)
 _SEED_STREAM = zlib.crc32(b"evaluate")
 #: Number of cutouts in the gallery of worst misclassified objects.
 GALLERY_SIZE = 16
-#: The plots written to ``<out-dir>/plots/`` (``<name>.png``); workflow/report/plots.rst has a
-#: caption for each name.
+#: The plots always written to ``<out-dir>/plots/`` (``<name>.png``); workflow/report/plots.rst
+#: has a caption for each name.
 PLOT_NAMES = ("roc", "purity_completeness_vs_mag", "reliability", "worst_misclassified")
+#: Plots written when they apply: ``saliency`` when the classifier exposes a differentiable
+#: torch model, ``reliability_calibration`` with ``evaluate.calibration: temperature``.
+OPTIONAL_PLOT_NAMES = ("saliency", "reliability_calibration")
 
 PredictProba = Callable[..., np.ndarray]
 
@@ -88,6 +114,37 @@ def score_model(
     return p
 
 
+@dataclass
+class Extras:
+    """What :func:`evaluate_scores` adds beyond the scores: all optional.
+
+    Attributes
+    ----------
+    skipped : dict
+        ``{baseline: reason}`` of baselines that could not be scored.
+    sextractor : dict or None
+        The ``sextractor`` block of metrics.json.
+    temperature : float or None
+        Fitted temperature; then ``scores["model"]`` is calibrated and ``p_uncalibrated`` holds
+        the raw model scores on the rows of ``test``.
+    n_val : int
+        Validation objects the temperature was fitted on.
+    p_uncalibrated : array or None
+    forward : callable or None
+        Differentiable ``torch.Tensor -> p_galaxy`` of the model, for the saliency maps.
+    device : str or None
+        Torch device of ``forward``.
+    """
+
+    skipped: dict[str, str] = field(default_factory=dict)
+    sextractor: dict | None = None
+    temperature: float | None = None
+    n_val: int = 0
+    p_uncalibrated: np.ndarray | None = None
+    forward: Callable | None = None
+    device: str | None = None
+
+
 def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
@@ -101,6 +158,7 @@ def evaluate_scores(
     truth_source: str,
     read_cutouts: Callable[[pd.DataFrame], np.ndarray],
     out_dir: Path,
+    extras: Extras | None = None,
 ) -> dict:
     """Metrics, predictions and plots for scored test objects.
 
@@ -117,6 +175,8 @@ def evaluate_scores(
         ``read_cutouts(rows_of_test) -> (n, bands, S, S)`` for the gallery.
     out_dir : Path
         Receives metrics.json, predictions.parquet and plots/.
+    extras : Extras, optional
+        Skipped baselines, SExtractor notes, calibration and the saliency model.
 
     Returns
     -------
@@ -137,8 +197,24 @@ def evaluate_scores(
     mag = test[mag_col].to_numpy(dtype=np.float64)[evaluated]
     rng = np.random.default_rng([int(cfg["seed"]), _SEED_STREAM])
     ecfg = cfg["evaluate"]
+    extras = extras or Extras()
     doc = summarize(y, sc, mag, list(ecfg["mag_bins"]), int(ecfg["n_bootstrap"]), rng,
-                    truth_source)
+                    truth_source, skipped=extras.skipped)
+    if extras.sextractor is not None:
+        doc["sextractor"] = extras.sextractor
+    p_raw = None
+    if extras.temperature is None:
+        doc["calibration"] = {"method": "none"}
+    else:
+        p_raw = np.asarray(extras.p_uncalibrated, dtype=np.float64)[evaluated]
+        doc["calibration"] = {
+            "method": "temperature",
+            "temperature": float(extras.temperature),
+            "n_val": int(extras.n_val),
+            "uncalibrated": bootstrap_metrics(
+                y, p_raw, HEADLINE, bootstrap_indices(y.size, int(ecfg["n_bootstrap"]), rng)
+            ),
+        }
     validate_metrics(doc)
     with open(out_dir / "metrics.json", "w") as fh:
         json.dump(doc, fh, indent=2, default=_json_default)
@@ -153,6 +229,8 @@ def evaluate_scores(
         "split": test["split"].to_numpy(),
         "p_galaxy": np.asarray(scores["model"], dtype=np.float64),
     })
+    if extras.p_uncalibrated is not None:
+        pred["p_galaxy_uncalibrated"] = np.asarray(extras.p_uncalibrated, dtype=np.float64)
     for name, p in scores.items():
         if name != "model":
             pred[f"p_galaxy_{name}"] = np.asarray(p, dtype=np.float64)
@@ -167,25 +245,56 @@ def evaluate_scores(
             pred[f"mag_{b}"] = test[f"mag_{b}"].to_numpy(dtype=np.float64)
     pred.to_parquet(out_dir / "predictions.parquet", index=False)
 
-    png = {name: plot_dir / f"{name}.png" for name in PLOT_NAMES}
-    plots.plot_roc(y, sc, {k: v["auc"]["value"] for k, v in _blocks(doc).items()}, png["roc"])
+    png = {name: plot_dir / f"{name}.png" for name in PLOT_NAMES + OPTIONAL_PLOT_NAMES}
+    blocks = scored_blocks(doc)
+    plots.plot_roc(y, sc, {k: v["auc"]["value"] for k, v in blocks.items()}, png["roc"])
     plots.plot_purity_completeness(doc, cfg["reduce"]["detection_band"],
                                    png["purity_completeness_vs_mag"])
-    plots.plot_reliability(y, sc, {k: v["cal"]["value"] for k, v in _blocks(doc).items()},
+    plots.plot_reliability(y, sc, {k: v["cal"]["value"] for k, v in blocks.items()},
                            png["reliability"])
+    if p_raw is not None:
+        plots.plot_reliability_calibration(
+            y, p_raw, sc["model"], doc["calibration"]["uncalibrated"]["cal"]["value"],
+            doc["model"]["cal"]["value"], float(extras.temperature),
+            png["reliability_calibration"])
     worst = plots.worst_misclassified(y, sc["model"], GALLERY_SIZE)
     eval_rows = test[evaluated].iloc[worst]
     cutouts = read_cutouts(eval_rows) if len(worst) else np.zeros((0, len(bands), 1, 1))
     plots.plot_gallery(cutouts, y[worst], sc["model"][worst], eval_rows["object_id"].tolist(),
                        bands, png["worst_misclassified"],
                        float(cfg["instrument"]["pixel_scale_arcsec"]))
+    if extras.forward is not None:
+        _saliency(extras, test[evaluated], y, sc["model"], read_cutouts, bands, rng,
+                  png["saliency"])
+    else:
+        log.info("saliency maps skipped: the classifier exposes no differentiable torch model")
     log.info("wrote %s, predictions.parquet and %d plots", out_dir / "metrics.json",
              len(list(plot_dir.glob("*.png"))))
     return doc
 
 
-def _blocks(doc: dict) -> dict[str, dict]:
-    return {"model": doc["model"], **doc["baselines"]}
+def _saliency(
+    extras: Extras,
+    rows: pd.DataFrame,
+    y: np.ndarray,
+    p: np.ndarray,
+    read_cutouts: Callable[[pd.DataFrame], np.ndarray],
+    bands: list[str],
+    rng: np.random.Generator,
+    path: Path,
+) -> None:
+    """Integrated-gradients figure for a sample of stars, galaxies and failures."""
+    groups = saliency_sample(y, p, SALIENCY_PER_GROUP, rng)
+    order = np.concatenate([g for g in groups.values()]).astype(np.int64)
+    if order.size == 0:
+        log.info("saliency maps skipped: no test object to show")
+        return
+    cutouts = read_cutouts(rows.iloc[order])
+    attributions, gap = integrated_gradients(extras.forward, cutouts, device=extras.device)
+    log.info("saliency: integrated gradients of %d objects, largest completeness gap %.3g "
+             "(logit units)", order.size, float(np.max(np.abs(gap))))
+    plot_saliency(cutouts, attributions, groups, y[order], p[order],
+                  rows["object_id"].to_numpy()[order].tolist(), bands, path)
 
 
 def _load_classifier(model_dir: Path):
@@ -243,12 +352,17 @@ def run(
     out_dir: Path,
     threads: int = 1,
     load_classifier: Callable[[Path], object] = _load_classifier,
+    exposures: list[str] | None = None,
+    calib_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate one trained model; returns the metrics document.
 
     ``load_classifier(model_dir)`` must return an object with
     ``predict_proba(images, tta=bool) -> p_galaxy`` (default:
-    ``astroflow.train.inference.load_classifier``).
+    ``astroflow.train.inference.load_classifier``); when it also has ``model`` (a
+    differentiable ``torch.Tensor -> p_galaxy`` module) the saliency maps are drawn.
+    ``exposures`` (raw science exposures) and ``calib_dir`` (masters of ``reduce calib``) feed
+    the SExtractor baselines, which are skipped with a reason without them.
     """
     import mlflow
 
@@ -270,22 +384,49 @@ def run(
         run_name=f"evaluate-{model}",
         dataset_digest=index["digest"],
         upstream_run_ids={"train": train_run_id},
+        tags={"model": model},
+        dataset_source=index_path,
+        input_files={"truth": truth} if truth_is_given(truth) else None,
     ):
         run_id = mlflow.active_run().info.run_id
         train, test, source = prepare_test_table(cfg, objects, truth)
         reader = CutoutReader(index, index_path)
         classifier = load_classifier(train_dir / "model")
-        p_model = score_model(
-            classifier.predict_proba,
-            reader.batches(test, int(cfg["evaluate"]["batch_size"])),
-            len(test),
-            tta=bool(cfg["evaluate"]["tta"]),
-        )
-        scores = {"model": p_model, **score_baselines(
+        tta = bool(cfg["evaluate"]["tta"])
+        log.info("scoring %d test objects, test-time augmentation %s", len(test),
+                 "on (8 rotations/flips averaged)" if tta else "off")
+        batch_size = int(cfg["evaluate"]["batch_size"])
+        p_model = score_model(classifier.predict_proba, reader.batches(test, batch_size),
+                              len(test), tta=tta)
+        extras = Extras(forward=getattr(classifier, "model", None),
+                        device=str(getattr(classifier, "device", "cpu")))
+        if cfg["evaluate"]["calibration"] == "temperature":
+            val = objects[(objects["split"] == "val") & (objects["label"] >= 0)]
+            log.info("temperature scaling: scoring %d labelled validation objects", len(val))
+            p_val = score_model(classifier.predict_proba, reader.batches(val, batch_size),
+                                len(val), tta=tta)
+            try:
+                extras.temperature = fit_temperature(p_val, val["label"].to_numpy())
+            except ValueError as exc:
+                raise ValueError(f"{train_dir / 'split.parquet'}: evaluate.calibration is "
+                                 f"'temperature' but {exc}") from exc
+            extras.n_val = len(val)
+            extras.p_uncalibrated = p_model
+            p_model = apply_temperature(p_model, extras.temperature)
+        sex = score_sextractor(cfg, train, test, exposures, calib_dir, threads=threads)
+        if sex.skipped:
+            log.warning("SExtractor baselines skipped: %s", sex.skipped)
+            extras.skipped = {name: sex.skipped for name in SEXTRACTOR_BASELINES}
+        extras.sextractor = sex.info
+        scores = {"model": p_model, **sex.scores, **score_baselines(
             train, test, list(cfg["instrument"]["bands"]), int(cfg["seed"]), n_jobs=threads
         )}
-        doc = evaluate_scores(cfg, test, scores, source, reader.read, out_dir)
+        doc = evaluate_scores(cfg, test, scores, source, reader.read, out_dir, extras)
         mlflow.log_metrics(headline_mlflow_metrics(doc))
+        if sex.skipped:
+            mlflow.set_tag("sextractor_skipped", sex.skipped[:5000])
+        if extras.temperature is not None:
+            mlflow.log_metric("calibration_temperature", extras.temperature)
         mlflow.log_metric("n_test_unscored", int((test["true_label"] < 0).sum()))
         mlflow.log_param("evaluate_truth_source", source)
         mlflow.log_artifact(str(out_dir / "metrics.json"))
@@ -316,6 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "= the catalog labels")
     parser.add_argument("--out-dir", required=True, type=Path, help="output folder")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
+    # Both optional: without them the SExtractor baselines are skipped with a note.
+    parser.add_argument("--exposures", nargs="*", default=[], metavar="FILE",
+                        help="raw science exposures (any band/field; grouped by OBJECT and "
+                        "FILTER) for the SExtractor CLASS_STAR/SPREAD_MODEL baselines")
+    parser.add_argument("--calib", default=None, metavar="DIR",
+                        help="masters folder of `astroflow reduce calib` (masters.json), to "
+                        "calibrate those exposures")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -325,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     cfg = resolve_config(args)
-    run(cfg, args.model, args.index, args.train_dir, args.truth, args.out_dir, args.threads)
+    run(cfg, args.model, args.index, args.train_dir, args.truth, args.out_dir, args.threads,
+        exposures=args.exposures, calib_dir=args.calib)
     return 0
 
 

@@ -61,6 +61,7 @@ def summarize(
     n_bootstrap: int,
     rng: np.random.Generator,
     truth_source: str,
+    skipped: Mapping[str, str] | None = None,
 ) -> dict:
     """The metrics.json document.
 
@@ -80,6 +81,9 @@ def summarize(
         Seeded; the same resamples serve the model and the baselines.
     truth_source : {"truth", "labels"}
         Where ``y`` came from.
+    skipped : mapping, optional
+        ``{baseline: reason}`` of baselines that could not be scored; they appear in
+        ``baselines`` as ``{"skipped": reason}`` (and not in ``by_magnitude``).
     """
     y = np.asarray(y, dtype=np.int64)
     if "model" not in scores:
@@ -94,7 +98,8 @@ def summarize(
         "n_test": int(y.size),
         "truth_source": truth_source,
         "model": model,
-        "baselines": baselines,
+        "baselines": {**baselines,
+                      **{name: {"skipped": str(why)} for name, why in (skipped or {}).items()}},
         "by_magnitude": [],
     }
     masks = magnitude_bin_masks(mag, mag_bins)
@@ -118,6 +123,13 @@ def summarize(
     return doc
 
 
+def scored_blocks(doc: Mapping) -> dict[str, Mapping]:
+    """``{"model": block, "<baseline>": block, ...}`` without the skipped baselines."""
+    return {"model": doc["model"], **{
+        name: block for name, block in doc["baselines"].items() if "skipped" not in block
+    }}
+
+
 def validate_metrics(doc: Mapping) -> None:
     """Raise ``jsonschema.ValidationError`` if ``doc`` does not match metrics_schema.json."""
     with open(SCHEMA_PATH) as fh:
@@ -137,8 +149,7 @@ def headline_mlflow_metrics(doc: Mapping) -> dict[str, float]:
                 if value is not None:
                     flat[f"{prefix}_{key}{suffix}"] = float(value)
 
-    add("model", doc["model"])
-    for name, block in doc["baselines"].items():
-        add(f"baseline_{name}", block)
+    for name, block in scored_blocks(doc).items():
+        add("model" if name == "model" else f"baseline_{name}", block)
     flat["n_test"] = float(doc["n_test"])
     return flat

@@ -56,7 +56,7 @@ IDENTICAL_RTOL = 1e-12
 ISOLATED_ENV = ("MLFLOW_TRACKING_URI", tracking.PIPELINE_ID_ENV, tracking.PIPELINE_CONFIG_ENV,
                 tracking.RULE_ENV)
 #: Simulate rules that regenerate the raw archive (run first, then checked).
-SIMULATE_RULES = ("simulate_calib", "simulate_field", "simulate_catalogs")
+SIMULATE_TARGETS = ("simulate_calib", "simulate_catalogs")
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_REFUSED = 0, 1, 2
 
@@ -205,6 +205,15 @@ def check_archive(plan: Plan) -> None:
     cfg["simulate"]["enabled"] = False
     cfg["data"]["raw_dir"] = str(root)
     cfg["data"]["labels"] = str(manifest_mod.resolve(labels[0]["path"], workdir))
+
+
+def check_recorded_archive_if_present(plan: Plan) -> None:
+    """A simulated archive is regenerated, but where the recorded one still lies it must be
+    unchanged: a modified file there means the recorded results no longer describe it."""
+    manifest = plan.manifest
+    if manifest_mod.resolve(manifest["root"], manifest["workdir"]).is_dir():
+        _refuse_mismatches(manifest_mod.check_files(manifest, manifest["workdir"]),
+                           "at the recorded location")
 
 
 def check_truth(plan: Plan) -> None:
@@ -364,7 +373,9 @@ def reproduce(
     run = records.find_run(mlclient, run_ref, experiment)
     plan = make_plan(mlclient, run)
     check_code(plan, allow_code_change)
-    if not plan.regenerate:
+    if plan.regenerate:
+        check_recorded_archive_if_present(plan)
+    else:
         check_archive(plan)
     check_truth(plan)
     workdir = Path(workdir).resolve()
@@ -373,8 +384,9 @@ def reproduce(
     config_path = materialise(plan, workdir, new_tracking_uri)
     log_path = workdir / "reproduce" / "snakemake.log"
     if plan.regenerate:
-        snakemake(workdir, config_path, cores, [], ["--until", *SIMULATE_RULES],
-                  new_tracking_uri, log_path)
+        # Rules without wildcards as targets: simulate_catalogs pulls in every simulate_field job.
+        snakemake(workdir, config_path, cores, list(SIMULATE_TARGETS), [], new_tracking_uri,
+                  log_path)
         check_regenerated(plan, workdir)
     snakemake(workdir, config_path, cores, [plan.target], [], new_tracking_uri, log_path)
     uri = new_tracking_uri or f"sqlite:///{workdir / 'mlflow.db'}"

@@ -57,6 +57,9 @@ def detect_objects(exposure: Exposure, detect_sigma: float, min_area: int) -> Ca
         return Catalog.empty()
     x, y = objects["x"].astype(np.float64), objects["y"].astype(np.float64)
     a, b, theta = (objects[k].astype(np.float64) for k in ("a", "b", "theta"))
+    # sep reports theta in float32, which can round just past +-pi/2; its aperture functions
+    # reject such angles ("invalid aperture parameters") on large frames.
+    theta = np.clip(theta, -np.pi / 2, np.pi / 2)
     kron, _ = sep.kron_radius(exposure.image, x, y, a, b, theta, 6.0, mask=bad)
     kron = np.where(np.isfinite(kron) & (kron > 0), kron, 0.0)
     flux_auto, _, _ = _auto_flux(exposure.image, None, bad, x, y, a, b, theta, kron)

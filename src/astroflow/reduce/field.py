@@ -1,10 +1,15 @@
 """Reduce one field end to end: calibrate, detect, measure, cut out, label, store.
 
-Exposures (and, inside each, amplifiers) are Dask tasks on the threaded scheduler with
-``threads`` workers. Exposures are submitted in batches of ``threads`` and each task returns
-only the per-object products (photometry and cutouts), which are folded into per-band
-accumulators in a fixed order. So at most one calibrated exposure per worker is alive at a
-time and the result does not depend on which thread finished first (deterministic output).
+Exposures (and, inside each, amplifiers) are Dask tasks, computed on the scheduler that
+:func:`astroflow.dask_cluster.dask_client` picks from the ``dask`` config section (the rule's
+``threads`` on the threaded scheduler by default). Exposures are submitted in batches of the
+runner's parallelism and each task returns only the per-object products (photometry and
+cutouts), which are folded into per-band accumulators in a fixed order. So at most one
+calibrated exposure per worker thread (plus the detection exposure) is alive at a time, and the
+result does not depend on which task finished first (deterministic output).
+
+Calibrated exposures are cached per exposure (:mod:`astroflow.reduce.cache`): a rerun after
+exposures were added calibrates only the new ones.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from scipy import ndimage
 
 import astroflow
 from astroflow.config import config_hash
+from astroflow.dask_cluster import DaskRunner, dask_client
 from astroflow.io.fits_read import FrameError, read_primary_header, sha256_file
 from astroflow.reduce.arrays import njy_per_e_per_s
 from astroflow.reduce.assemble import Layout
+from astroflow.reduce.cache import ExposureCache
 from astroflow.reduce.calibrate import Exposure, amp_task, finish_exposure
 from astroflow.reduce.cutouts import BandAccumulator, sample_cutouts
 from astroflow.reduce.detect import Catalog, Photometry, detect_objects, flux_to_mag, measure
@@ -52,6 +59,8 @@ class FieldResult:
     n_exposures: int
     n_quarantined: int
     digest: str
+    n_calibrated: int = 0
+    n_from_cache: int = 0
 
 
 def _order_key(path: str, bands: list[str]) -> tuple:
@@ -69,14 +78,42 @@ def _order_key(path: str, bands: list[str]) -> tuple:
     return (bands.index(band) if band in bands else len(bands), *expnum_key, path)
 
 
+def exposure_product(
+    exposure: Exposure | FrameError, catalog: Catalog, size: int, scale: float, batch: int
+) -> Product | FrameError:
+    """Photometry and cutouts of every catalog object in one calibrated exposure."""
+    if isinstance(exposure, FrameError):
+        return exposure
+    coeffs = ndimage.spline_filter(exposure.image.astype(np.float64), order=3, mode="mirror")
+    cutouts = sample_cutouts(
+        exposure, catalog.ra, catalog.dec, size, scale, batch=batch, coeffs=coeffs
+    )
+    return Product(
+        exposure.path, exposure.expnum, exposure.band, measure(exposure, catalog), cutouts
+    )
+
+
 class FieldReducer:
     """Reduce the exposures of one field (see module docstring)."""
 
-    def __init__(self, cfg: dict, field: str, masters: Masters, threads: int = 1):
+    def __init__(
+        self,
+        cfg: dict,
+        field: str,
+        masters: Masters,
+        runner: DaskRunner,
+        cache: ExposureCache | None = None,
+    ):
         self.cfg = cfg
         self.field = field
         self.masters = masters
-        self.threads = max(1, int(threads))
+        self.runner = runner
+        self.threads = runner.parallelism
+        self.cache = cache
+        #: sha256 of every exposure file, filled by :meth:`run` (provenance and cache keys).
+        self.sha256: dict[str, str] = {}
+        self.n_calibrated = 0
+        self.n_from_cache = 0
         self.layout = Layout.from_config(cfg)
         self.bands: list[str] = list(cfg["instrument"]["bands"])
         self.size = int(cfg["reduce"]["cutout_size"])
@@ -85,7 +122,13 @@ class FieldReducer:
 
     # -- Dask graph pieces -------------------------------------------------------------------
     def _exposure_task(self, path: str):
-        """Delayed calibrated exposure: one task per amplifier, one to finish."""
+        """Delayed calibrated exposure: from the cache, or one task per amplifier + finish."""
+        sha = self.sha256.get(path)
+        cache = self.cache
+        if cache is not None and sha is not None and cache.has(sha):
+            self.n_from_cache += 1
+            return dask.delayed(cache.load)(path, sha)
+        self.n_calibrated += 1
         method = self.cfg["reduce"]["overscan_method"]
         amps = [
             dask.delayed(amp_task)(path, k, self.layout, method) for k in range(self.layout.n_amps)
@@ -96,29 +139,20 @@ class FieldReducer:
             exposure = finish_exposure(path, amp_results, cfg, masters)
             if isinstance(exposure, Exposure) and exposure.band == "":
                 return FrameError(path, "PRIMARY", "empty FILTER")
+            if isinstance(exposure, Exposure) and cache is not None and sha is not None:
+                cache.save(exposure, sha, amp_results[0].name, amp_results[0].header)
             return exposure
 
         return dask.delayed(finish)(amps)
 
-    def _product(self, exposure: Exposure | FrameError, catalog: Catalog) -> Product | FrameError:
-        if isinstance(exposure, FrameError):
-            return exposure
-        coeffs = ndimage.spline_filter(exposure.image.astype(np.float64), order=3, mode="mirror")
-        cutouts = sample_cutouts(
-            exposure,
-            catalog.ra,
-            catalog.dec,
-            self.size,
-            self.scale,
-            batch=int(self.cfg["reduce"]["chunk_objects"]),
-            coeffs=coeffs,
-        )
-        return Product(
-            exposure.path, exposure.expnum, exposure.band, measure(exposure, catalog), cutouts
-        )
+    def _product_task(self, source, catalog: Catalog):
+        """Delayed :func:`exposure_product` (a free function: the task must not carry the
+        runner, whose distributed client cannot be pickled to workers)."""
+        batch = int(self.cfg["reduce"]["chunk_objects"])
+        return dask.delayed(exposure_product)(source, catalog, self.size, self.scale, batch)
 
     def _compute(self, tasks: list):
-        return dask.compute(*tasks, scheduler="threads", num_workers=self.threads)
+        return self.runner.compute(*tasks)
 
     def _set_aside(self, error: FrameError) -> None:
         if self.cfg["reduce"]["strict"]:
@@ -168,6 +202,7 @@ class FieldReducer:
         """Reduce ``paths``; returns (planes, objects table, used exposure paths)."""
         paths = sorted(paths, key=lambda p: _order_key(p, self.bands))
         paths = self._check_field(paths)
+        self.sha256 = {p: sha256_file(p) for p in paths}
         detection, rest = self._detection_exposure(paths)
         if detection is None:
             log.warning(
@@ -205,7 +240,7 @@ class FieldReducer:
                     if isinstance(item, Exposure)
                     else self._exposure_task(item)
                 )
-                tasks.append(dask.delayed(self._product)(source, catalog))
+                tasks.append(self._product_task(source, catalog))
             for product in self._compute(tasks):
                 if isinstance(product, FrameError):
                     self._set_aside(product)
@@ -218,6 +253,12 @@ class FieldReducer:
                 min(start + self.threads, total),
                 total,
             )
+        log.info(
+            "field %s: %d exposure(s) calibrated, %d taken from the exposure cache",
+            self.field,
+            self.n_calibrated,
+            self.n_from_cache,
+        )
         planes = self._planes(acc)
         table = self._table(catalog, detection, phot, ids)
         return planes, table, used
@@ -307,18 +348,35 @@ def reduce_field(
     out_objects: str,
     out_quarantine: str,
     threads: int = 1,
+    cache_dir: str | None = None,
 ) -> FieldResult:
     """Reduce one field and write its store, object table and quarantine list.
+
+    Parameters
+    ----------
+    threads : int
+        The rule's threads, handed to :func:`astroflow.dask_cluster.dask_client`.
+    cache_dir : str, optional
+        Calibrated-exposure cache; default ``exposures/`` next to the store's directory
+        (``results/reduce/exposures``). Not used when ``reduce.exposure_cache`` is false.
 
     Returns
     -------
     FieldResult
-        Object/exposure/quarantine counts and the field digest.
+        Object/exposure/quarantine counts, the field digest, and how many exposures were
+        calibrated here versus taken from the cache.
     """
+    from pathlib import Path
+
     layout = Layout.from_config(cfg)
     masters = load_masters(calib_dir, layout)
-    reducer = FieldReducer(cfg, field, masters, threads)
-    planes, table, used = reducer.run([str(p) for p in exposures])
+    if cache_dir is None:
+        cache_dir = str(Path(out_store).resolve().parent.parent / "exposures")
+    cache = ExposureCache(cache_dir, cfg, masters) if cfg["reduce"]["exposure_cache"] else None
+    with dask_client(cfg, threads) as runner:
+        reducer = FieldReducer(cfg, field, masters, runner, cache)
+        planes, table, used = reducer.run([str(p) for p in exposures])
+    dask_spec = {k: v for k, v in runner.spec.items() if k != "job_script"}
     labels = read_labels(labels_path)
     table["label"] = match_labels(
         table["ra"].to_numpy(),
@@ -327,7 +385,7 @@ def reduce_field(
         float(cfg["reduce"]["match_radius_arcsec"]),
     ).astype(np.int8)
     digest = field_digest(planes["images"], table)
-    inputs = {p: sha256_file(p) for p in sorted(used)}
+    inputs = {p: reducer.sha256[p] for p in sorted(used)}
     inputs.update(masters.inputs)
     inputs[str(labels_path)] = sha256_file(labels_path)
     attrs = {
@@ -344,6 +402,7 @@ def reduce_field(
             "config_hash": config_hash({k: cfg[k] for k in ("reduce", "instrument")}),
             "code_version": astroflow.__version__,
         },
+        "dask": dask_spec,
     }
     write_field_store(out_store, planes, attrs, int(cfg["reduce"]["chunk_objects"]))
     write_parquet(out_objects, table)
@@ -357,4 +416,11 @@ def reduce_field(
         len(used),
         len(reducer.quarantine),
     )
-    return FieldResult(len(table), len(used), len(reducer.quarantine), digest)
+    return FieldResult(
+        len(table),
+        len(used),
+        len(reducer.quarantine),
+        digest,
+        reducer.n_calibrated,
+        reducer.n_from_cache,
+    )

@@ -6,12 +6,16 @@ The Snakemake rules call exactly these sub-commands; tests call :func:`main` in-
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 
+from astroflow import config as config_mod
 from astroflow.cli_common import add_config_args, resolve_config, setup_logging
 from astroflow.io.fits_read import FrameError
 
 log = logging.getLogger(__name__)
+DASK_ENV = "ASTROFLOW_DASK_JSON"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     field.add_argument("--out-objects", required=True, metavar="PATH")
     field.add_argument("--out-quarantine", required=True, metavar="PATH")
     field.add_argument("--threads", type=int, default=1, help="Dask worker threads")
+    field.add_argument(
+        "--dask-json",
+        default=os.environ.get(DASK_ENV),
+        help=f"the config's dask section as JSON (default: ${DASK_ENV}, which the workflow "
+        "sets): where the graphs run, not what they compute, so it stays out of --config-json "
+        "and a scheduler change reruns nothing",
+    )
+    field.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        default=None,
+        help="calibrated-exposure cache (default: exposures/ beside the store's directory)",
+    )
 
     index = sub.add_parser("index", help="gather fields: index.json, objects, quarantine, MLflow")
     add_config_args(index)
@@ -57,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     cfg = resolve_config(args)
+    if getattr(args, "dask_json", None):
+        cfg["dask"] = config_mod.from_json(json.dumps({"dask": json.loads(args.dask_json)}))["dask"]
     try:
         if args.command == "calib":
             from astroflow.reduce.masters import build_masters
@@ -75,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.out_objects,
                 args.out_quarantine,
                 threads=args.threads,
+                cache_dir=args.cache_dir,
             )
         else:
             from astroflow.reduce.index import build_index

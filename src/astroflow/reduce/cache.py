@@ -1,0 +1,140 @@
+"""Per-exposure cache of calibrated exposures, so adding exposures re-calibrates only those.
+
+Snakemake reruns a whole field when one of its exposures is added. Calibration (overscan,
+bias, dark, flat, masks, cosmic rays, background, PSF) is most of a field's cost and depends
+only on the exposure's bytes, the master calibrations, the calibration config and the
+calibration code; so its product is kept under ``results/reduce/exposures/<key>.npz``, keyed by
+the sha256 of all four. Detection, photometry and cutouts, which depend on every exposure of
+the field, are redone from the cached products.
+
+A cached exposure is bit-identical to a fresh one (float32 planes saved as they are; the WCS
+rebuilt from the amplifier header text it was first built from), so a field reduced partly
+from the cache has the same digest as one reduced from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from astroflow.config import config_hash
+from astroflow.reduce.assemble import detector_wcs
+from astroflow.reduce.calibrate import Exposure
+from astroflow.reduce.masters import Masters
+
+log = logging.getLogger(__name__)
+
+_PKG = Path(__file__).resolve().parent
+#: Sources whose edits change a calibrated exposure (their hash is part of the cache key).
+CALIBRATION_SOURCES = [
+    _PKG / "calibrate.py",
+    _PKG / "assemble.py",
+    _PKG / "masters.py",
+    _PKG / "arrays.py",
+    _PKG.parent / "io" / "fits_read.py",
+    _PKG.parent / "io" / "archive.py",
+]
+_SCALARS = (
+    "path",
+    "expnum",
+    "band",
+    "exptime_s",
+    "mjd",
+    "background_rms",
+    "psf_fwhm_pix",
+    "psf_fwhm_arcsec",
+    "psf_aperture_pix",
+    "aperture_correction",
+    "depth_mag_5sigma",
+    "zeropoint_mag",
+    "n_cosmic",
+)
+
+
+def calibration_code_hash() -> str:
+    """sha256 over the calibration source files (names and bytes)."""
+    digest = hashlib.sha256()
+    for path in CALIBRATION_SOURCES:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+class ExposureCache:
+    """Load and store calibrated exposures under ``root`` (``root=None`` disables the cache).
+
+    Parameters
+    ----------
+    root : str, Path or None
+        Cache directory (``results/reduce/exposures``).
+    cfg : dict
+        Resolved config; ``instrument`` and ``reduce.overscan_method`` enter the key.
+    masters : Masters
+        Master calibrations; their input sha256s enter the key.
+    """
+
+    def __init__(self, root: str | Path | None, cfg: dict, masters: Masters):
+        self.root = Path(root) if root is not None else None
+        salt = {
+            "masters": dict(sorted(masters.inputs.items())),
+            "config": config_hash(
+                {
+                    "instrument": cfg["instrument"],
+                    "overscan_method": cfg["reduce"]["overscan_method"],
+                }
+            ),
+            "code": calibration_code_hash(),
+        }
+        self.salt = hashlib.sha256(json.dumps(salt, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def enabled(self) -> bool:
+        return self.root is not None
+
+    def file(self, exposure_sha256: str) -> Path:
+        """Cache file of the exposure with this content hash."""
+        key = hashlib.sha256(f"{exposure_sha256}:{self.salt}".encode()).hexdigest()[:40]
+        return self.root / f"{key}.npz"
+
+    def has(self, exposure_sha256: str) -> bool:
+        return self.enabled and self.file(exposure_sha256).is_file()
+
+    def load(self, path: str, exposure_sha256: str) -> Exposure:
+        """The cached calibrated exposure of ``path`` (which must be cached)."""
+        with np.load(self.file(exposure_sha256), allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            header = fits.Header.fromstring(meta.pop("amp_header"))
+            wcs = detector_wcs(path, meta.pop("amp_name"), header)
+            scalars = {k: meta[k] for k in _SCALARS}
+            scalars["path"] = path
+            return Exposure(
+                image=npz["image"], variance=npz["variance"], mask=npz["mask"], wcs=wcs, **scalars
+            )
+
+    def save(
+        self, exposure: Exposure, exposure_sha256: str, amp_name: str, amp_header: fits.Header
+    ) -> None:
+        """Store ``exposure`` atomically (temporary file, then rename)."""
+        if not self.enabled:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.file(exposure_sha256)
+        meta = {k: getattr(exposure, k) for k in _SCALARS}
+        meta["amp_name"] = amp_name
+        meta["amp_header"] = amp_header.tostring()
+        tmp = final.with_name(f".{final.stem}.tmp-{os.getpid()}-{id(exposure)}.npz")
+        np.savez(
+            tmp,
+            image=exposure.image,
+            variance=exposure.variance,
+            mask=exposure.mask,
+            meta=np.array(json.dumps(meta)),
+        )
+        os.replace(tmp, final)
+        log.debug("cached %s as %s", exposure.path, final.name)
