@@ -21,12 +21,14 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -61,6 +63,29 @@ def tracking_uri(cfg: Mapping) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg["tracking"]["uri"]
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` with its ``user:password@`` part replaced by ``***@``, for logs and records.
+
+    A tracking URI such as ``https://user:secret@mlflow.example.org`` must work as given but
+    never be written to a log, a param, a tag or an artifact.
+    """
+    try:
+        parts = urlsplit(str(uri))
+    except ValueError:
+        return "<unparsable URI redacted>"
+    if "@" not in parts.netloc:
+        return str(uri)
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def redact_config(cfg: Mapping) -> dict:
+    """A copy of ``cfg`` whose ``tracking.uri`` carries no credentials."""
+    out = dict(cfg)
+    if isinstance(out.get("tracking"), Mapping) and "uri" in out["tracking"]:
+        out["tracking"] = {**out["tracking"], "uri": redact_uri(out["tracking"]["uri"])}
+    return out
+
+
 @contextlib.contextmanager
 def _using_store(cfg: Mapping) -> Iterator[str]:
     """Point MLflow at the configured store for the duration of the block.
@@ -88,7 +113,11 @@ def init_store(cfg: Mapping) -> dict:
     """
     with _using_store(cfg) as uri:
         experiment = mlflow.set_experiment(cfg["tracking"]["experiment"])
-    return {"uri": uri, "experiment": experiment.name, "experiment_id": experiment.experiment_id}
+    return {
+        "uri": redact_uri(uri),
+        "experiment": experiment.name,
+        "experiment_id": experiment.experiment_id,
+    }
 
 
 def git_state() -> dict[str, str]:
@@ -173,6 +202,7 @@ def lineage_tags(
         "config_hash": config_hash(stage_params(cfg, stage)),
         "code_digest": code_digest(),
         "workdir": os.getcwd(),
+        **process_tags(),
         **git_state(),
         **{f"version.{k}": v for k, v in package_versions().items()},
     }
@@ -182,6 +212,86 @@ def lineage_tags(
         tags[f"upstream.{up_stage}"] = run_id
     tags.update(extra or {})
     return tags
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of process ``pid`` (clock ticks since boot, Linux), or None if unknown.
+
+    Together with the pid it identifies a process even after the pid has been reused.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_tags() -> dict[str, str]:
+    """Which process owns a run (host, pid, pid start): lets a later job see it is gone."""
+    pid = os.getpid()
+    return {
+        "process.host": socket.gethostname(),
+        "process.pid": str(pid),
+        "process.start": _process_start(pid) or "unknown",
+    }
+
+
+def _process_gone(tags: Mapping[str, str]) -> bool:
+    """True when the run's process surely no longer runs (same host, pid absent or reused).
+
+    A run from another host, or without process tags, cannot be judged from here: False.
+    """
+    if tags.get("process.host") != socket.gethostname():
+        return False
+    try:
+        pid = int(tags["process.pid"])
+    except (KeyError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by someone else
+        return False
+    recorded = tags.get("process.start", "unknown")
+    return recorded != "unknown" and _process_start(pid) not in (None, recorded)
+
+
+def close_orphaned_runs(
+    experiment_id: str, rule: str | None = None, run_name: str | None = None
+) -> list[str]:
+    """End as KILLED the RUNNING runs whose process is gone; returns their run ids.
+
+    A job killed with SIGKILL (or by the OOM killer, or a node crash) cannot end its own run.
+    :func:`stage_run` calls this for runs of its own rule and run name (the rule's wildcards),
+    so the rerun of a killed job closes the run that the kill left behind;
+    ``astroflow tracking close-orphans`` does it for every rule. Only runs started on this
+    host are judged (see :func:`_process_gone`).
+    """
+    filters = ["attributes.status = 'RUNNING'"]
+    if rule is not None:
+        filters.append(f"tags.rule = '{rule}'")
+    if run_name is not None:
+        filters.append(f"attributes.run_name = '{run_name}'")
+    client = mlflow.MlflowClient()
+    closed = []
+    for run in client.search_runs([experiment_id], " and ".join(filters), max_results=1000):
+        if not _process_gone(run.data.tags):
+            continue
+        client.set_tag(
+            run.info.run_id,
+            "killed_reason",
+            f"process {run.data.tags['process.pid']} on {run.data.tags['process.host']} "
+            "ended without closing the run (SIGKILL, out of memory or crash)",
+        )
+        client.set_terminated(run.info.run_id, status="KILLED")
+        log.warning(
+            "MLflow run %s (%s) was left RUNNING by a process that is gone: ended as KILLED",
+            run.info.run_id,
+            run.info.run_name,
+        )
+        closed.append(run.info.run_id)
+    return closed
 
 
 class _Terminated(BaseException):
@@ -245,7 +355,8 @@ def stage_run(
         extra[f"input_path.{name}"] = os.path.abspath(path)
     all_tags = lineage_tags(cfg, stage, dataset_digest, upstream_run_ids, extra)
     with _using_store(cfg), _terminate_as_exception():
-        mlflow.set_experiment(cfg["tracking"]["experiment"])
+        experiment = mlflow.set_experiment(cfg["tracking"]["experiment"])
+        close_orphaned_runs(experiment.experiment_id, all_tags["rule"], run_name or stage)
         run = mlflow.start_run(run_name=run_name or stage, tags=all_tags)
         try:
             params = flatten(stage_params(cfg, stage))
@@ -254,7 +365,9 @@ def stage_run(
             for start in range(0, len(items), 100):
                 mlflow.log_params(dict(items[start : start + 100]))
             _log_lineage_records(cfg, stage, dataset_digest, dataset_source, raw_manifest)
-            log.info("MLflow run %s (%s) in %s", run.info.run_id, stage, tracking_uri(cfg))
+            log.info(
+                "MLflow run %s (%s) in %s", run.info.run_id, stage, redact_uri(tracking_uri(cfg))
+            )
             yield run
         except (_Terminated, KeyboardInterrupt):
             mlflow.end_run(status="KILLED")
@@ -319,10 +432,10 @@ def _log_lineage_records(
 ) -> None:
     """Log the config the job got, the whole pipeline config if exported, and the data inputs."""
     with tempfile.TemporaryDirectory() as tmp:
-        records = {STAGE_CONFIG_ARTIFACT: dict(cfg)}
+        records = {STAGE_CONFIG_ARTIFACT: redact_config(cfg)}
         pipeline_json = os.environ.get(PIPELINE_CONFIG_ENV)
         if pipeline_json:
-            records[PIPELINE_CONFIG_ARTIFACT] = json.loads(pipeline_json)
+            records[PIPELINE_CONFIG_ARTIFACT] = redact_config(json.loads(pipeline_json))
         if raw_manifest is not None:
             records[RAW_MANIFEST_ARTIFACT] = dict(raw_manifest)
         for artifact, content in records.items():
@@ -348,15 +461,26 @@ def _log_lineage_records(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``astroflow tracking init``: create the store once, before parallel jobs."""
+    """``astroflow tracking init``: create the store once, before parallel jobs;
+    ``astroflow tracking close-orphans``: end as KILLED the runs of killed jobs."""
     parser = argparse.ArgumentParser(prog="astroflow tracking", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init", help="create/upgrade the tracking store and experiment")
     add_config_args(init)
     init.add_argument("--out", required=True, help="JSON file recording the store that was set up")
+    orphans = sub.add_parser(
+        "close-orphans", help="end as KILLED the RUNNING runs whose process (on this host) is gone"
+    )
+    add_config_args(orphans)
     args = parser.parse_args(argv)
     setup_logging()
     cfg = resolve_config(args)
+    if args.command == "close-orphans":
+        with _using_store(cfg):
+            experiment = mlflow.get_experiment_by_name(cfg["tracking"]["experiment"])
+            closed = close_orphaned_runs(experiment.experiment_id) if experiment else []
+        log.info("%d orphaned run(s) ended as KILLED", len(closed))
+        return 0
     info = init_store(cfg)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(info, indent=2) + "\n")

@@ -149,6 +149,9 @@ class ForestBaseline:
         """Fit on the labelled training objects."""
         labelled, y = _training_labels(train)
         self.pipeline.fit(forest_features(labelled, self.bands), y)
+        # Predict in one thread: sklearn's threads add the trees' votes in completion order,
+        # which changes the last bits of p_galaxy (and metrics.json) from run to run.
+        self.pipeline[-1].set_params(n_jobs=1)
         self.classes_ = self.pipeline.classes_
         log.info("forest baseline: fitted on %d training objects (%d galaxies)",
                  y.size, int(y.sum()))

@@ -131,7 +131,10 @@ def load_classifier(model_dir: str | Path, device: str | None = None) -> GalaxyC
             f"{model_dir}/MLmodel: metadata lacks {sorted(missing)}; not from astroflow"
         )
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = mlflow.pytorch.load_model(str(model_dir), map_location=device)
+    try:
+        model = mlflow.pytorch.load_model(str(model_dir), map_location=device)
+    except Exception as exc:  # torch/MLflow raise many types on a damaged program file
+        raise ValueError(f"{model_dir}: cannot load the model (damaged file?): {exc}") from exc
     return GalaxyClassifier(
         model, meta["n_bands"], meta["crop_size"], meta["band_scale_njy"], device=device
     )
@@ -140,7 +143,13 @@ def load_classifier(model_dir: str | Path, device: str | None = None) -> GalaxyC
 def classifier_from_checkpoint(ckpt_path: str | Path) -> StarGalaxyClassifier:
     """Rebuild the classifier from a Lightning checkpoint, loaded with ``weights_only=True``."""
     ckpt_path = Path(ckpt_path)
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, garbage, or a pickle that is not plain weights
+        raise ValueError(
+            f"{ckpt_path}: not a readable checkpoint (damaged, or holds objects that "
+            f"weights_only=True refuses to unpickle): {exc}"
+        ) from exc
     try:
         hp = ckpt["hyper_parameters"]
         state = ckpt["state_dict"]
