@@ -14,6 +14,10 @@ COMMANDS = {
         "astroflow.simulate.stage",
         "make the demo survey: raw FITS exposures, calibration frames, catalogs",
     ),
+    "inspect": (
+        "astroflow.io.inspect",
+        "show how the instrument profile classifies a raw archive, before any reduction",
+    ),
     "reduce": (
         "astroflow.reduce.stage",
         "calibrate raw exposures, detect objects, write Zarr cutout stores",

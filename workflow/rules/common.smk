@@ -71,6 +71,11 @@ def stage_config(stage, tracked=False):
     return json.dumps({key: config[key] for key in keys}, sort_keys=True)
 
 
+# The instrument profile's contents (not just its name): editing the YAML reruns reduction.
+from astroflow.io.profile import load_profile as _load_profile
+
+PROFILE_SPEC = json.dumps(_load_profile(config["instrument"]["profile"]).spec, sort_keys=True)
+
 RAW = config["data"]["raw_dir"]
 LABELS = config["data"]["labels"]
 TRUTH = config["data"]["truth"]
@@ -85,7 +90,7 @@ if config["simulate"]["enabled"]:
 else:
     from astroflow.io import archive as _archive
 
-    _frames = _archive.scan_archive(RAW)
+    _frames = _archive.scan_archive(RAW, config["instrument"]["profile"])
     CALIB_FRAMES = sorted(f.path for f in _frames if f.imagetyp in {"bias", "dark", "flat"})
     SCIENCE = {}
     for _frame in _frames:

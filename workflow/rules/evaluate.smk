@@ -32,6 +32,7 @@ rule evaluate:
     params:
         cfg=stage_config("evaluate", tracked=True),
         code=code_version("evaluate"),
+        profile=PROFILE_SPEC,
         train_dir=lambda wildcards, input: os.path.dirname(input.run),
         out=lambda wildcards, output: os.path.dirname(output.run),
         calib=lambda wildcards, input: os.path.dirname(input.calib),

@@ -10,6 +10,7 @@ rule reduce_calib:
     params:
         cfg=stage_config("reduce"),
         code=code_version("reduce"),
+        profile=PROFILE_SPEC,
         out=lambda wildcards, output: os.path.dirname(output.manifest),
     log:
         "logs/reduce/calib.log",
@@ -38,6 +39,7 @@ rule reduce_field:
     params:
         cfg=stage_config("reduce"),
         code=code_version("reduce"),
+        profile=PROFILE_SPEC,
         calib=lambda wildcards, input: os.path.dirname(input.calib),
     log:
         "logs/reduce/field_{field}.log",
@@ -69,6 +71,7 @@ rule reduce_index:
     params:
         cfg=stage_config("reduce", tracked=True),
         code=code_version("reduce"),
+        profile=PROFILE_SPEC,
         fields=FIELDS,
     log:
         "logs/reduce/index.log",

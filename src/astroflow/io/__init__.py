@@ -12,17 +12,23 @@ from astroflow.io.fits_read import (
     RawFrame,
     parse_section,
     read_frame,
+    read_headers,
     read_primary_header,
     sha256_file,
 )
+from astroflow.io.profile import InstrumentProfile, load_profile, profile_from_config
 
 __all__ = [
     "AmpRaw",
     "FrameError",
     "FrameInfo",
+    "InstrumentProfile",
     "RawFrame",
+    "load_profile",
     "parse_section",
+    "profile_from_config",
     "read_frame",
+    "read_headers",
     "read_primary_header",
     "scan_archive",
     "sha256_file",

@@ -1,7 +1,8 @@
 """Scan a raw archive by headers, so a workflow can group a user's files by field.
 
-Only primary headers are read (fast on thousands of files). Frames are classified by
-``IMAGETYP``, never by file name, because real archives name files in many ways.
+Only primary headers are read (fast on thousands of files). Frames are classified as the
+instrument profile says (:mod:`astroflow.io.profile`): by an image-type keyword (``IMAGETYP``
+for the demo camera) and, where the profile allows it, by file-name patterns.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from astroflow.io.fits_read import FrameError, read_primary_header
+from astroflow.io.profile import InstrumentProfile, load_profile
 
 log = logging.getLogger(__name__)
 
@@ -45,43 +47,34 @@ class FrameInfo:
     problem: str | None = None
 
 
-def normalise_imagetyp(value: object) -> str | None:
-    """Map the many spellings of IMAGETYP to ``object|bias|dark|flat`` (None if unknown)."""
-    text = str(value).strip().lower()
-    if text in {"object", "science", "light"}:
-        return "object"
-    if text in {"bias", "zero"}:
-        return "bias"
-    if text == "dark":
-        return "dark"
-    if "flat" in text:
-        return "flat"
-    return None
+def normalise_imagetyp(value: object, profile: InstrumentProfile | None = None) -> str | None:
+    """Map an image-type value to ``object|bias|dark|flat`` by the profile (None if unknown)."""
+    return (profile or load_profile()).imagetyp_of(value)
 
 
-def frame_info(path: str | Path) -> FrameInfo:
-    """Classify one file by its primary header; never raises for a bad file."""
+def frame_info(path: str | Path, profile: InstrumentProfile | None = None) -> FrameInfo:
+    """Classify one file by its primary header (and name), never raising for a bad file."""
+    profile = profile or load_profile()
     path = str(path)
     try:
         header = read_primary_header(path)
     except FrameError as exc:
         return FrameInfo(path, None, None, None, None, exc.reason)
-    imagetyp = normalise_imagetyp(header.get("IMAGETYP", ""))
+    imagetyp = profile.classify(header, path).frame_type
     if imagetyp is None:
-        return FrameInfo(
-            path, None, None, None, None, f"unknown or missing IMAGETYP {header.get('IMAGETYP')!r}"
-        )
-    field = header.get("OBJECT")
-    band = header.get("FILTER")
+        return FrameInfo(path, None, None, None, None, profile.unknown_reason(header))
+    field = profile.get(header, "object")
+    band = profile.get(header, "filter")
+    expnum_value = profile.get(header, "expnum")
     try:
-        expnum = int(header["EXPNUM"]) if "EXPNUM" in header else None
+        expnum = int(expnum_value) if expnum_value is not None else None
     except (TypeError, ValueError):
         expnum = None
     problem = None
     if imagetyp == "object" and not field:
-        problem = "science frame without OBJECT (field name)"
+        problem = f"science frame without {profile.key('object')} (field name)"
     elif imagetyp in {"object", "flat"} and not band:
-        problem = "missing header keyword FILTER"
+        problem = f"missing header keyword {profile.key('filter')}"
     return FrameInfo(
         path,
         imagetyp,
@@ -92,13 +85,18 @@ def frame_info(path: str | Path) -> FrameInfo:
     )
 
 
-def scan_archive(raw_dir: str | Path) -> list[FrameInfo]:
+def scan_archive(
+    raw_dir: str | Path, profile: InstrumentProfile | str | None = None
+) -> list[FrameInfo]:
     """Every FITS file under ``raw_dir`` (recursively), classified by header, sorted by path.
 
     Parameters
     ----------
     raw_dir : str or Path
         Archive root. Layout below it does not matter.
+    profile : InstrumentProfile or str, optional
+        Instrument profile (or its name/path, as ``instrument.profile``); default the demo
+        camera's conventions.
 
     Returns
     -------
@@ -112,9 +110,11 @@ def scan_archive(raw_dir: str | Path) -> list[FrameInfo]:
     paths = sorted(
         p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(FITS_SUFFIXES)
     )
+    if not isinstance(profile, InstrumentProfile):
+        profile = load_profile(profile)
     infos = []
     for count, path in enumerate(paths, start=1):
-        infos.append(frame_info(path))
+        infos.append(frame_info(path, profile))
         if count % 500 == 0:
             log.info("scanned %d/%d headers", count, len(paths))
     n_bad = sum(1 for i in infos if i.problem)

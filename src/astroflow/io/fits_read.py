@@ -51,11 +51,18 @@ class FrameError(Exception):
 
 @dataclass
 class AmpRaw:
-    """One amplifier's raw pixels in ADU (BZERO/BSCALE applied) and its header."""
+    """One amplifier's raw pixels in ADU (BZERO/BSCALE applied) and its header.
+
+    ``index`` is the amplifier's place among the file's image extensions (0-based) and
+    ``primary`` the file's primary header: cameras that write one image keep GAIN or the WCS
+    there, and an instrument profile may place an amplifier by its index.
+    """
 
     name: str
     data_adu: np.ndarray
     header: fits.Header
+    index: int = 0
+    primary: fits.Header | None = None
 
 
 @dataclass
@@ -136,7 +143,23 @@ def read_primary_header(path: str | Path) -> fits.Header:
         return _clean_header(hdul[0].header)
 
 
-def read_frame(path: str | Path, amp_index: int | None = None) -> RawFrame:
+def read_headers(path: str | Path) -> list[tuple[str, fits.Header]]:
+    """``(name, header)`` of the primary HDU and every image extension, pixels not read.
+
+    For ``astroflow inspect``, which must judge a whole archive before any pixel is processed.
+    """
+    path = Path(path)
+    with _open(path) as hdul:
+        out = [("PRIMARY", _clean_header(hdul[0].header))]
+        for index, hdu in enumerate(hdul[1:], start=1):
+            if isinstance(hdu, fits.ImageHDU | fits.CompImageHDU):
+                out.append((str(hdu.name or f"HDU{index}"), _clean_header(hdu.header)))
+    return out
+
+
+def read_frame(
+    path: str | Path, amp_index: int | None = None, primary_pixels: bool = False
+) -> RawFrame:
     """Read a raw frame: primary header and its image extensions (amplifiers).
 
     Image extensions (ImageHDU or CompImageHDU) with 2-d data are returned in file order, named
@@ -148,6 +171,10 @@ def read_frame(path: str | Path, amp_index: int | None = None) -> RawFrame:
     amp_index : int, optional
         Read only the ``amp_index``-th (0-based) image extension's pixels, so amplifiers can be
         read by separate tasks.
+    primary_pixels : bool
+        When the file has no 2-d image extension, take 2-d pixels of the primary HDU as its one
+        amplifier (``PRIMARY``), as single-CCD cameras write them (instrument profile
+        ``pixels.primary_hdu``).
 
     Raises
     ------
@@ -180,7 +207,21 @@ def read_frame(path: str | Path, amp_index: int | None = None) -> RawFrame:
                     raise FrameError(path, name, f"truncated data: {w.message}")
             if data is None or data.ndim != 2:
                 raise FrameError(path, name, "image extension without 2-d pixel data")
-            amps.append(AmpRaw(name, np.asarray(data, dtype=np.float32), _clean_header(hdu.header)))
+            amps.append(
+                AmpRaw(
+                    name,
+                    np.asarray(data, dtype=np.float32),
+                    _clean_header(hdu.header),
+                    position,
+                    primary,
+                )
+            )
+        if not amps and position < 0 and primary_pixels and amp_index in (None, 0):
+            data = hdul[0].data
+            if data is not None and data.ndim == 2:
+                amps.append(
+                    AmpRaw("PRIMARY", np.asarray(data, dtype=np.float32), primary, 0, primary)
+                )
         if not amps:
             what = (
                 f"image extension number {amp_index + 1}"

@@ -8,24 +8,27 @@ by ``GAIN`` (amps differ), flag pixels at or above ``SATURATE``; then place each
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from astroflow.io.fits_read import AmpRaw, FrameError, parse_section
+from astroflow.io.profile import InstrumentProfile, load_profile, profile_from_config
 from astroflow.reduce.arrays import overscan_level
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Expected detector layout, from ``cfg["instrument"]``."""
+    """Expected detector layout, from ``cfg["instrument"]``, and the instrument profile that
+    says which header keywords hold sections, gain, read noise and saturation."""
 
     n_amps: int
     amp_ny: int
     amp_nx: int
     overscan_cols: int
+    profile: InstrumentProfile = field(default_factory=load_profile, compare=False)
 
     @classmethod
     def from_config(cls, cfg: dict) -> Layout:
@@ -35,6 +38,7 @@ class Layout:
             int(inst["amp_shape"][0]),
             int(inst["amp_shape"][1]),
             int(inst["overscan_cols"]),
+            profile_from_config(cfg),
         )
 
     @property
@@ -70,24 +74,90 @@ class DetectorElectrons:
     saturate_e: float
 
 
-def _header_float(amp: AmpRaw, path: str, key: str) -> float:
-    if key not in amp.header:
-        raise FrameError(path, amp.name, f"missing header keyword {key}")
+def _header_float(
+    amp: AmpRaw, path: str, key: str | None, default: float | None = None, quantity: str = ""
+) -> float:
+    """A number from the amp header (then the primary header); ``default`` when absent.
+
+    Raises
+    ------
+    FrameError
+        When the keyword is absent and there is no default, or its value is not a finite number.
+    """
+    header = amp.header
+    if key is not None and key not in header and amp.primary is not None and key in amp.primary:
+        header = amp.primary
+    if key is None or key not in header:
+        if default is not None:
+            return float(default)
+        raise FrameError(path, amp.name, f"missing header keyword {key or quantity.upper()}")
     try:
-        value = float(amp.header[key])
+        value = float(header[key])
     except (TypeError, ValueError) as exc:
         raise FrameError(
-            path, amp.name, f"header keyword {key}={amp.header[key]!r} is not a number"
+            path, amp.name, f"header keyword {key}={header[key]!r} is not a number"
         ) from exc
     if not np.isfinite(value):
         raise FrameError(path, amp.name, f"header keyword {key} is not finite")
     return value
 
 
+def _with_profile_sections(amp: AmpRaw, path: str, layout: Layout) -> fits.Header:
+    """The amp header with the sections the profile supplies where the header has none.
+
+    Headers that carry ``DATASEC``/``TRIMSEC``, ``DETSEC`` (and ``BIASSEC``) are returned as
+    they are. Otherwise the profile's fixed sections are used, or, when the profile does not
+    require sections, the whole array minus ``overscan_cols`` columns on the right is data,
+    those columns are overscan, and amplifiers are tiled along x in file order. A celestial
+    WCS found only in the primary header is copied in too, so everything downstream (detector
+    WCS, exposure cache) reads one self-contained header.
+    """
+    profile = layout.profile
+    header = amp.header
+    copied = False
+
+    def put(key: str, value: str) -> None:
+        nonlocal header, copied
+        if not copied:
+            header, copied = header.copy(), True
+        header[key] = value
+
+    sections = profile.sections
+    nx, oc = layout.amp_nx, layout.overscan_cols
+    x0 = amp.index * nx
+    computed = {
+        "DATASEC": f"[1:{nx},1:{layout.amp_ny}]",
+        "DETSEC": f"[{x0 + 1}:{x0 + nx},1:{layout.amp_ny}]",
+        "BIASSEC": f"[{nx + 1}:{nx + oc},1:{layout.amp_ny}]" if oc > 0 else None,
+    }
+    has_data = "TRIMSEC" in header or "DATASEC" in header
+    for key, present in (("DATASEC", has_data), ("DETSEC", "DETSEC" in header)):
+        if present:
+            continue
+        value = sections.get(key.lower()) or (None if sections["required"] else computed[key])
+        if value is None:
+            raise FrameError(path, amp.name, f"missing header keyword {key}")
+        put(key, value)
+    if "BIASSEC" not in header:
+        value = sections.get("biassec") or (None if sections["required"] else computed["BIASSEC"])
+        if value is not None:
+            put("BIASSEC", value)
+    primary = amp.primary
+    if "CTYPE1" not in header and primary is not None and "CTYPE1" in primary:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            cards = WCS(primary, naxis=2).to_header()
+        for card in cards.cards:
+            put(card.keyword, card.value)
+    return header
+
+
 def amp_to_electrons(
     amp: AmpRaw, path: str, layout: Layout, overscan_method: str = "rows"
 ) -> AmpElectrons:
     """Overscan-subtract, trim and gain-correct one amplifier.
+
+    Header keywords and missing sections are taken as ``layout.profile`` says.
 
     Raises
     ------
@@ -102,22 +172,18 @@ def amp_to_electrons(
             f"wrong shape {amp.data_adu.shape}, expected "
             f"{layout.raw_amp_shape} (instrument.amp_shape + overscan_cols)",
         )
-    secname = "TRIMSEC" if "TRIMSEC" in amp.header else "DATASEC"
-    for key in (secname, "DETSEC"):
-        if key not in amp.header:
-            raise FrameError(path, amp.name, f"missing header keyword {key}")
-    data_y, data_x = parse_section(amp.header[secname], path, amp.name)
-    det_y, det_x = parse_section(amp.header["DETSEC"], path, amp.name)
+    header = _with_profile_sections(amp, path, layout)
+    secname = "TRIMSEC" if "TRIMSEC" in header else "DATASEC"
+    data_y, data_x = parse_section(header[secname], path, amp.name)
+    det_y, det_x = parse_section(header["DETSEC"], path, amp.name)
     ny, nx = amp.data_adu.shape
     if data_y.stop > ny or data_x.stop > nx:
-        raise FrameError(
-            path, amp.name, f"{secname} {amp.header[secname]} outside the array {ny}x{nx}"
-        )
+        raise FrameError(path, amp.name, f"{secname} {header[secname]} outside the array {ny}x{nx}")
     if (data_y.stop - data_y.start, data_x.stop - data_x.start) != (layout.amp_ny, layout.amp_nx):
         raise FrameError(
             path,
             amp.name,
-            f"{secname} {amp.header[secname]} does not match "
+            f"{secname} {header[secname]} does not match "
             f"instrument.amp_shape {[layout.amp_ny, layout.amp_nx]}",
         )
     det_ny, det_nx = layout.detector_shape
@@ -127,20 +193,27 @@ def amp_to_electrons(
         raise FrameError(
             path,
             amp.name,
-            f"DETSEC {amp.header['DETSEC']} does not fit the {det_ny}x{det_nx} detector",
+            f"DETSEC {header['DETSEC']} does not fit the {det_ny}x{det_nx} detector",
         )
-    gain = _header_float(amp, path, "GAIN")
+    profile = layout.profile
+    values = profile.values
+    gain = _header_float(amp, path, profile.key("gain"), values["gain"], "gain")
     if gain <= 0:
         raise FrameError(path, amp.name, f"non-positive GAIN {gain}")
-    read_noise = _header_float(amp, path, "RDNOISE") if "RDNOISE" in amp.header else 0.0
-    saturate_adu = _header_float(amp, path, "SATURATE") if "SATURATE" in amp.header else np.inf
+    read_noise = _header_float(amp, path, profile.key("rdnoise"), values["rdnoise"] or 0.0)
+    saturate_adu = _header_float(
+        amp,
+        path,
+        profile.key("saturate"),
+        np.inf if values["saturate"] is None else values["saturate"],
+    )
     data = amp.data_adu[data_y, data_x]
-    if "BIASSEC" in amp.header and layout.overscan_cols > 0:
-        over_y, over_x = parse_section(amp.header["BIASSEC"], path, amp.name)
+    if "BIASSEC" in header and layout.overscan_cols > 0:
+        over_y, over_x = parse_section(header["BIASSEC"], path, amp.name)
         overscan = amp.data_adu[over_y, over_x]
         if overscan.shape[0] != data.shape[0]:
             raise FrameError(
-                path, amp.name, f"BIASSEC {amp.header['BIASSEC']} rows differ from {secname} rows"
+                path, amp.name, f"BIASSEC {header['BIASSEC']} rows differ from {secname} rows"
             )
         level = overscan_level(overscan, overscan_method)
     else:
@@ -149,7 +222,7 @@ def amp_to_electrons(
     saturated = data >= saturate_adu
     saturate_e = float((saturate_adu - float(np.median(level))) * gain)
     return AmpElectrons(
-        amp.name, (det_y, det_x), image_e, read_noise, gain, saturated, saturate_e, amp.header
+        amp.name, (det_y, det_x), image_e, read_noise, gain, saturated, saturate_e, header
     )
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from astropy.io import fits
 
 from astroflow.config import config_hash
+from astroflow.io.profile import profile_from_config
 from astroflow.reduce.assemble import detector_wcs
 from astroflow.reduce.calibrate import Exposure
 from astroflow.reduce.masters import Masters
@@ -39,6 +40,7 @@ CALIBRATION_SOURCES = [
     _PKG / "arrays.py",
     _PKG.parent / "io" / "fits_read.py",
     _PKG.parent / "io" / "archive.py",
+    _PKG.parent / "io" / "profile.py",
 ]
 _SCALARS = (
     "path",
@@ -86,6 +88,8 @@ class ExposureCache:
             "config": config_hash(
                 {
                     "instrument": cfg["instrument"],
+                    # the profile's content, not only its name: an edited profile recalibrates
+                    "profile": profile_from_config(cfg).spec,
                     "overscan_method": cfg["reduce"]["overscan_method"],
                 }
             ),

@@ -20,8 +20,8 @@ from astropy.time import Time
 from astropy.wcs import WCS
 from scipy import ndimage
 
-from astroflow.io.archive import normalise_imagetyp
 from astroflow.io.fits_read import FrameError, read_frame
+from astroflow.io.profile import profile_from_config
 from astroflow.reduce.assemble import AmpElectrons, Layout, amp_to_electrons, assemble, detector_wcs
 from astroflow.reduce.masters import Masters
 
@@ -76,45 +76,63 @@ def amp_task(
 ) -> AmpElectrons | FrameError:
     """Read and convert one amplifier (one Dask task); errors are returned, not raised."""
     try:
-        frame = read_frame(path, amp_index=index)
+        frame = read_frame(path, amp_index=index, primary_pixels=layout.profile.primary_pixels)
         return amp_to_electrons(frame.amps[0], path, layout, overscan_method)
     except FrameError as exc:
         return exc
 
 
 def _primary_keys(path: str, cfg: dict, masters: Masters) -> tuple[str, float, str, float]:
-    """Check the science primary header: (band, exptime_s, expnum, mjd)."""
+    """Check the science primary header: (band, exptime_s, expnum, mjd).
+
+    Keywords are those of the instrument profile (``FILTER``, ``EXPTIME``, ``DATE-OBS`` for the
+    demo camera). A band without a master flat is quarantined, unless
+    ``reduce.allow_uncorrected`` lets it through without flat-field correction.
+    """
     from astroflow.io.fits_read import read_primary_header
 
+    profile = profile_from_config(cfg)
     header = read_primary_header(path)
-    imagetyp = normalise_imagetyp(header.get("IMAGETYP", ""))
-    if imagetyp != "object":
+    found = profile.classify(header, path)
+    if found.frame_type != "object":
+        raise FrameError(path, "PRIMARY", f"not a science frame: {found.how}")
+    keys = {q: profile.key(q) for q in ("filter", "exptime", "date", "mjd")}
+    for quantity in ("filter", "exptime", "date"):
+        if profile.get(header, quantity) is None:
+            raise FrameError(
+                path, "PRIMARY", f"missing header keyword {keys[quantity] or quantity.upper()}"
+            )
+    band = str(profile.get(header, "filter")).strip()
+    raw_exptime = profile.get(header, "exptime")
+    try:
+        exptime = float(raw_exptime)
+    except (TypeError, ValueError) as exc:
         raise FrameError(
-            path, "PRIMARY", f"not a science frame: IMAGETYP {header.get('IMAGETYP')!r}"
-        )
-    for key in ("FILTER", "EXPTIME", "DATE-OBS"):
-        if key not in header or str(header[key]).strip() == "":
-            raise FrameError(path, "PRIMARY", f"missing header keyword {key}")
-    band = str(header["FILTER"]).strip()
-    try:
-        exptime = float(header["EXPTIME"])
-    except (TypeError, ValueError) as exc:
-        raise FrameError(path, "PRIMARY", f"EXPTIME {header['EXPTIME']!r} is not a number") from exc
+            path, "PRIMARY", f"{keys['exptime']} {raw_exptime!r} is not a number"
+        ) from exc
     if not exptime > 0:
-        raise FrameError(path, "PRIMARY", f"EXPTIME {exptime} is not positive")
+        raise FrameError(path, "PRIMARY", f"{keys['exptime']} {exptime} is not positive")
+    mjd_value, date_value = profile.get(header, "mjd"), profile.get(header, "date")
     try:
-        mjd = float(header["MJD-OBS"]) if "MJD-OBS" in header else Time(header["DATE-OBS"]).mjd
+        mjd = float(mjd_value) if mjd_value is not None else Time(date_value).mjd
     except (TypeError, ValueError) as exc:
-        raise FrameError(path, "PRIMARY", f"DATE-OBS {header['DATE-OBS']!r} is not a date") from exc
+        raise FrameError(path, "PRIMARY", f"{keys['date']} {date_value!r} is not a date") from exc
     if band not in cfg["instrument"]["bands"]:
         raise FrameError(
             path,
             "PRIMARY",
-            f"FILTER {band!r} is not one of instrument.bands {cfg['instrument']['bands']}",
+            f"{keys['filter']} {band!r} is not one of instrument.bands "
+            f"{cfg['instrument']['bands']}",
         )
-    if band not in masters.flats:
-        raise FrameError(path, "PRIMARY", f"no calibration for band {band!r} (no master flat)")
-    expnum = str(header["EXPNUM"]).strip() if "EXPNUM" in header else ""
+    if band not in masters.flats and not cfg["reduce"].get("allow_uncorrected", False):
+        raise FrameError(
+            path,
+            "PRIMARY",
+            f"no calibration for band {band!r} (no master flat; set "
+            "reduce.allow_uncorrected: true to reduce it without flat-field correction)",
+        )
+    expnum = profile.get(header, "expnum")
+    expnum = str(expnum).strip() if expnum is not None else ""
     return band, exptime, expnum or path.rsplit("/", 1)[-1].split(".")[0], mjd
 
 
@@ -142,7 +160,7 @@ def calibrate_exposure(path: str, cfg: dict, masters: Masters) -> Exposure:
     """
     layout = Layout.from_config(cfg)
     method = cfg["reduce"]["overscan_method"]
-    frame = read_frame(path)
+    frame = read_frame(path, primary_pixels=layout.profile.primary_pixels)
     amps = [amp_to_electrons(a, path, layout, method) for a in frame.amps]
     return _calibrate(path, amps, cfg, masters)
 
@@ -160,7 +178,10 @@ def _calibrate(path: str, amps: list[AmpElectrons], cfg: dict, masters: Masters)
         )
     dark_e = masters.dark_e_per_s * exptime if masters.dark_e_per_s is not None else 0.0
     signal_e = detector.image_e - masters.bias_e - dark_e
-    flat = masters.flats[band]
+    flat = masters.flats.get(band)
+    if flat is None:  # reduce.allow_uncorrected: no flat for this band, said once per exposure
+        log.warning("%s: band %s has no master flat: not flat-field corrected", path, band)
+        flat = np.ones_like(detector.image_e)
     bad_flat = ~np.isfinite(flat) | (flat < 0.5) | (flat > 2.0)
     safe_flat = np.where(bad_flat, 1.0, flat).astype(np.float32)
     variance_e = (np.maximum(signal_e + dark_e, 0.0) + detector.read_noise_e**2) / safe_flat**2

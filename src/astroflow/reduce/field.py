@@ -27,13 +27,14 @@ import astroflow
 from astroflow.config import config_hash
 from astroflow.dask_cluster import DaskRunner, dask_client
 from astroflow.io.fits_read import FrameError, read_primary_header, sha256_file
+from astroflow.io.profile import InstrumentProfile, load_profile
 from astroflow.reduce.arrays import njy_per_e_per_s
 from astroflow.reduce.assemble import Layout
 from astroflow.reduce.cache import ExposureCache
 from astroflow.reduce.calibrate import Exposure, amp_task, finish_exposure
 from astroflow.reduce.cutouts import BandAccumulator, sample_cutouts
 from astroflow.reduce.detect import Catalog, Photometry, detect_objects, flux_to_mag, measure
-from astroflow.reduce.labels import match_labels, read_labels
+from astroflow.reduce.labels import labels_columns, match_labels, read_labels
 from astroflow.reduce.masters import Masters, load_masters
 from astroflow.reduce.store import field_digest, write_field_store, write_parquet, write_text
 
@@ -63,14 +64,16 @@ class FieldResult:
     n_from_cache: int = 0
 
 
-def _order_key(path: str, bands: list[str]) -> tuple:
+def _order_key(path: str, bands: list[str], profile: InstrumentProfile | None = None) -> tuple:
     """Sort exposures by band order, then EXPNUM, then path (unreadable ones last)."""
+    profile = profile or load_profile()
     try:
         header = read_primary_header(path)
     except FrameError:
         return (len(bands) + 1, 0, "", path)
-    band = str(header.get("FILTER", "")).strip()
-    expnum = header.get("EXPNUM", 0)
+    band = str(profile.get(header, "filter") or "").strip()
+    expnum = profile.get(header, "expnum")
+    expnum = 0 if expnum is None else expnum
     try:
         expnum_key = (int(expnum), "")
     except (TypeError, ValueError):
@@ -170,10 +173,11 @@ class FieldReducer:
             except FrameError as exc:
                 self._set_aside(exc)
                 continue
-            obj = str(header.get("OBJECT", "")).strip()
+            obj = str(self.layout.profile.get(header, "object") or "").strip()
             if obj and obj != self.field:
+                key = self.layout.profile.key("object")
                 self._set_aside(
-                    FrameError(path, "PRIMARY", f"OBJECT {obj!r} is not field {self.field!r}")
+                    FrameError(path, "PRIMARY", f"{key} {obj!r} is not field {self.field!r}")
                 )
                 continue
             usable.append(path)
@@ -185,7 +189,8 @@ class FieldReducer:
         remaining = list(paths)
         for path in paths:
             try:
-                header_band = str(read_primary_header(path).get("FILTER", "")).strip()
+                header = read_primary_header(path)
+                header_band = str(self.layout.profile.get(header, "filter") or "").strip()
             except FrameError:
                 continue
             if header_band != band:
@@ -200,7 +205,7 @@ class FieldReducer:
 
     def run(self, paths: list[str]) -> tuple[dict, pd.DataFrame, list[str]]:
         """Reduce ``paths``; returns (planes, objects table, used exposure paths)."""
-        paths = sorted(paths, key=lambda p: _order_key(p, self.bands))
+        paths = sorted(paths, key=lambda p: _order_key(p, self.bands, self.layout.profile))
         paths = self._check_field(paths)
         self.sha256 = {p: sha256_file(p) for p in paths}
         detection, rest = self._detection_exposure(paths)
@@ -377,7 +382,7 @@ def reduce_field(
         reducer = FieldReducer(cfg, field, masters, runner, cache)
         planes, table, used = reducer.run([str(p) for p in exposures])
     dask_spec = {k: v for k, v in runner.spec.items() if k != "job_script"}
-    labels = read_labels(labels_path)
+    labels = read_labels(labels_path, labels_columns(cfg))
     table["label"] = match_labels(
         table["ra"].to_numpy(),
         table["dec"].to_numpy(),

@@ -1,6 +1,13 @@
-"""Attach catalog labels (star/galaxy) to detections by sky position."""
+"""Attach catalog labels (star/galaxy) to detections by sky position.
+
+A user's catalog may name its columns and classes its own way and come as ECSV, a FITS table
+or CSV: ``data.labels_columns`` maps them onto ``ra``, ``dec`` [deg] and ``class``
+(``star``/``galaxy``), so no one has to rewrite their catalog.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from astropy import units as u
@@ -12,13 +19,76 @@ LABEL_CODES = {"galaxy": 1, "star": 0}
 UNLABELLED = -1
 
 
-def read_labels(path: str) -> Table:
-    """Read the labels ECSV (``ra``, ``dec`` [deg], ``class``), checking its columns."""
-    table = Table.read(path, format="ascii.ecsv")
-    missing = [c for c in ("ra", "dec", "class") if c not in table.colnames]
+#: The mapping of a catalog that already uses the contract's names (the demo's labels.ecsv).
+DEFAULT_COLUMNS = {
+    "format": "auto",
+    "ra": "ra",
+    "dec": "dec",
+    "class": "class",
+    "star": ["star"],
+    "galaxy": ["galaxy"],
+}
+_FORMATS = {".ecsv": "ascii.ecsv", ".csv": "ascii.csv", ".fits": "fits", ".fit": "fits"}
+
+
+def labels_columns(cfg: dict) -> dict:
+    """The labels-catalog mapping of a config (``data.labels_columns``), defaults filled."""
+    given = ((cfg or {}).get("data") or {}).get("labels_columns") or {}
+    return {**DEFAULT_COLUMNS, **given}
+
+
+def read_labels(path: str, columns: dict | None = None) -> Table:
+    """Read a labels catalog as a table of ``ra``, ``dec`` [deg] and ``class`` (star/galaxy).
+
+    Parameters
+    ----------
+    path : str
+        ECSV, CSV or FITS-table catalog.
+    columns : dict, optional
+        ``data.labels_columns``: ``format`` (``auto`` by suffix, ``ecsv``, ``csv``, ``fits``),
+        the column names of ``ra``, ``dec`` and ``class``, and the class values meaning
+        ``star`` and ``galaxy`` (any other value leaves an object unlabelled).
+
+    Raises
+    ------
+    ValueError
+        When the file cannot be read in that format or lacks a mapped column (naming both).
+    """
+    columns = {**DEFAULT_COLUMNS, **(columns or {})}
+    fmt = columns["format"]
+    if fmt == "auto":
+        suffix = "".join(s.lower() for s in Path(path).suffixes[-1:])
+        fmt = _FORMATS.get(suffix, "ascii.ecsv")
+    else:
+        fmt = {"ecsv": "ascii.ecsv", "csv": "ascii.csv", "fits": "fits"}[fmt]
+    try:
+        table = Table.read(path, format=fmt)
+    except Exception as exc:  # astropy raises many types on a malformed catalog
+        raise ValueError(f"{path}: cannot read labels catalog as {fmt}: {exc}") from exc
+    names = {"ra": columns["ra"], "dec": columns["dec"], "class": columns["class"]}
+    missing = [f"{col!r} ({role})" for role, col in names.items() if col not in table.colnames]
     if missing:
-        raise ValueError(f"{path}: labels catalog lacks column(s) {missing}")
-    return table
+        raise ValueError(
+            f"{path}: labels catalog lacks column(s) {', '.join(missing)}; "
+            f"it has {table.colnames} (set data.labels_columns)"
+        )
+    if names == {"ra": "ra", "dec": "dec", "class": "class"} and (
+        columns["star"],
+        columns["galaxy"],
+    ) == (["star"], ["galaxy"]):
+        return table
+    star = {str(v).strip().lower() for v in columns["star"]}
+    galaxy = {str(v).strip().lower() for v in columns["galaxy"]}
+
+    def to_class(value: object) -> str:
+        text = str(value).strip().lower()
+        return "star" if text in star else "galaxy" if text in galaxy else "unknown"
+
+    out = Table()
+    out["ra"] = np.asarray(table[names["ra"]], float)
+    out["dec"] = np.asarray(table[names["dec"]], float)
+    out["class"] = [to_class(v) for v in table[names["class"]]]
+    return out
 
 
 def match_labels(

@@ -1,6 +1,7 @@
 """Master calibration frames: bias (e-), dark (e-/s) and a normalised flat per band.
 
-Frames are classified by ``IMAGETYP`` in their headers, never by file name. Each frame is
+Frames are classified as the instrument profile says (``IMAGETYP`` in the demo camera's
+headers; image-type values or file-name patterns in general). Each frame is
 overscan-subtracted, trimmed, gain-corrected and assembled in its own Dask task; the stack is
 combined pixel-chunk by pixel-chunk with a sigma-clipped mean (:mod:`astroflow.reduce.arrays`).
 Unusable calibration frames are quarantined (or fail the run with ``reduce.strict``).
@@ -21,8 +22,8 @@ from astropy.io import fits
 
 import astroflow
 from astroflow.config import config_hash
-from astroflow.io.archive import normalise_imagetyp
 from astroflow.io.fits_read import FrameError, read_frame, read_primary_header, sha256_file
+from astroflow.io.profile import InstrumentProfile, load_profile
 from astroflow.reduce.arrays import sigma_clipped_mean_dask
 from astroflow.reduce.assemble import Layout, amp_to_electrons, assemble
 
@@ -54,13 +55,18 @@ class Masters:
 
 def frame_electrons(path: str, layout: Layout, overscan_method: str) -> np.ndarray:
     """A whole frame in electrons on the detector grid (overscan removed, bias not)."""
-    frame = read_frame(path)
+    frame = read_frame(path, primary_pixels=layout.profile.primary_pixels)
     amps = [amp_to_electrons(a, path, layout, overscan_method) for a in frame.amps]
     return assemble(amps, path, layout).image_e
 
 
-def classify(paths: list[str]) -> tuple[list[CalibFrame], list[FrameError]]:
-    """Classify calibration frames by header; frames that cannot be used become errors."""
+def classify(
+    paths: list[str], profile: InstrumentProfile | None = None
+) -> tuple[list[CalibFrame], list[FrameError]]:
+    """Classify calibration frames as ``profile`` says; unusable frames become errors."""
+    profile = profile or load_profile()
+    filter_key = profile.key("filter") or "FILTER"
+    exptime_key = profile.key("exptime") or "EXPTIME"
     frames, problems = [], []
     for path in sorted(paths):
         try:
@@ -68,26 +74,24 @@ def classify(paths: list[str]) -> tuple[list[CalibFrame], list[FrameError]]:
         except FrameError as exc:
             problems.append(exc)
             continue
-        imagetyp = normalise_imagetyp(header.get("IMAGETYP", ""))
+        found = profile.classify(header, path)
+        imagetyp = found.frame_type
         if imagetyp not in {"bias", "dark", "flat"}:
-            problems.append(
-                FrameError(
-                    path, "PRIMARY", f"not a calibration frame: IMAGETYP {header.get('IMAGETYP')!r}"
-                )
-            )
+            problems.append(FrameError(path, "PRIMARY", f"not a calibration frame: {found.how}"))
             continue
-        band = (
-            str(header["FILTER"]).strip() if imagetyp == "flat" and header.get("FILTER") else None
-        )
+        filter_value = profile.get(header, "filter")
+        band = str(filter_value).strip() if imagetyp == "flat" and filter_value else None
         if imagetyp == "flat" and band is None:
-            problems.append(FrameError(path, "PRIMARY", "missing header keyword FILTER"))
+            problems.append(FrameError(path, "PRIMARY", f"missing header keyword {filter_key}"))
             continue
         exptime = None
         if imagetyp in {"dark", "flat"}:
             try:
-                exptime = float(header["EXPTIME"])
-            except (KeyError, TypeError, ValueError):
-                problems.append(FrameError(path, "PRIMARY", "missing header keyword EXPTIME"))
+                exptime = float(profile.get(header, "exptime"))
+            except (TypeError, ValueError):
+                problems.append(
+                    FrameError(path, "PRIMARY", f"missing header keyword {exptime_key}")
+                )
                 continue
             if imagetyp == "dark" and exptime <= 0:
                 problems.append(FrameError(path, "PRIMARY", f"dark with EXPTIME {exptime} <= 0"))
@@ -162,14 +166,21 @@ def build_masters(paths: list[str], cfg: dict, out_dir: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     layout = Layout.from_config(cfg)
     method = cfg["reduce"]["overscan_method"]
-    frames, problems = classify(paths)
+    frames, problems = classify(paths, layout.profile)
     _check_strict(cfg, problems)
+    if layout.overscan_cols == 0:
+        log.info("no overscan (instrument.overscan_cols = 0): bias level from bias frames only")
 
     biases = [f for f in frames if f.imagetyp == "bias"]
     biases, bias_images = _electrons_many(biases, layout, method, problems)
     _check_strict(cfg, problems)
     if not biases:
-        raise ValueError(f"no usable bias frame among {len(paths)} calibration frames")
+        for problem in problems:
+            log.warning("quarantined %s", problem)
+        raise ValueError(
+            f"no usable bias frame among {len(paths)} calibration frames "
+            f"(instrument profile {layout.profile.name!r}; see `astroflow inspect`)"
+        )
     bias = _combine(bias_images)
     del bias_images
     record: dict = {"bias": None, "dark": None, "flat": {}}
@@ -192,6 +203,8 @@ def build_masters(paths: list[str], cfg: dict, out_dir: str | Path) -> dict:
             {"IMAGETYP": "master dark", "BUNIT": "electron/s"},
         )
         log.info("master dark from %d frames", len(darks))
+    else:
+        log.warning("no usable dark frames: dark correction will be skipped")
 
     bands = sorted({f.band for f in frames if f.imagetyp == "flat"})
     for band in bands:
@@ -223,6 +236,15 @@ def build_masters(paths: list[str], cfg: dict, out_dir: str | Path) -> dict:
         )
         log.info("master flat %s from %d frames", band, len(normalised))
 
+    for band in cfg["instrument"]["bands"]:
+        if band not in record["flat"]:
+            log.warning(
+                "no usable flat for band %s: its exposures will be %s",
+                band,
+                "reduced without flat-field correction (reduce.allow_uncorrected)"
+                if cfg["reduce"].get("allow_uncorrected", False)
+                else "quarantined (set reduce.allow_uncorrected: true to keep them)",
+            )
     record["quarantine"] = [p.to_entry() for p in problems]
     record["config_hash"] = config_hash({k: cfg[k] for k in ("reduce", "instrument")})
     record["code_version"] = astroflow.__version__

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         required=True,
         metavar="FILE",
-        help="calibration frames (classified by IMAGETYP)",
+        help="calibration frames (classified as instrument.profile says)",
     )
     calib.add_argument("--out", required=True, metavar="DIR", help="output directory")
 
@@ -38,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     field.add_argument("--field", required=True, help="field name (OBJECT)")
     field.add_argument("--exposures", nargs="+", required=True, metavar="FILE")
     field.add_argument("--calib", required=True, metavar="DIR", help="masters directory")
-    field.add_argument("--labels", required=True, metavar="PATH", help="labels catalog (ECSV)")
+    field.add_argument(
+        "--labels",
+        required=True,
+        metavar="PATH",
+        help="labels catalog (ECSV, CSV or FITS table; columns per data.labels_columns)",
+    )
     field.add_argument("--out-store", required=True, metavar="DIR")
     field.add_argument("--out-objects", required=True, metavar="PATH")
     field.add_argument("--out-quarantine", required=True, metavar="PATH")
@@ -102,5 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             build_index(cfg, args.field_dir, args.fields, args.out_dir, track=not args.no_tracking)
     except FrameError as exc:
         log.error("reduce.strict: %s", exc)
+        return 1
+    except (ValueError, FileNotFoundError) as exc:  # messages name the file and the problem
+        log.error("reduce %s: %s", args.command, exc)
         return 1
     return 0

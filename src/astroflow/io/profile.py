@@ -1,0 +1,264 @@
+"""Instrument profiles: how one camera's raw files say what they are.
+
+A profile (``config/instruments/<name>.yaml``, chosen by ``instrument.profile``) names the
+header keywords that hold filter, exposure time, image type, date, gain, read noise,
+saturation and field; the image-type values (or file-name patterns) of bias, dark, flat and
+science frames; and where the amplifier sections come from when a header lacks
+``DATASEC``/``DETSEC``/``BIASSEC``. Geometry, bands and zero points stay in the
+``instrument`` config section. The demo camera is the ``afcam`` profile, whose values are also
+the built-in defaults, so a config without a profile behaves exactly as before profiles existed.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+#: Folder of the shipped profiles (``config/instruments`` of the repository).
+PROFILE_DIR = Path(__file__).resolve().parents[3] / "config" / "instruments"
+#: Frame types every profile must be able to recognise.
+FRAME_TYPES = ("object", "bias", "dark", "flat")
+
+#: The demo camera's conventions; every profile starts from these and overrides what it names.
+DEFAULTS: dict = {
+    "name": "afcam",
+    "description": "built-in defaults (the simulated demo camera)",
+    "keywords": {
+        "imagetyp": "IMAGETYP",
+        "filter": "FILTER",
+        "exptime": "EXPTIME",
+        "date": "DATE-OBS",
+        "mjd": "MJD-OBS",
+        "object": "OBJECT",
+        "expnum": "EXPNUM",
+        "gain": "GAIN",
+        "rdnoise": "RDNOISE",
+        "saturate": "SATURATE",
+    },
+    "imagetyp_values": {
+        "object": ["object", "science", "light"],
+        "bias": ["bias", "zero"],
+        "dark": ["dark"],
+        "flat": ["*flat*"],
+    },
+    "filename_patterns": {"object": [], "bias": [], "dark": [], "flat": []},
+    "classify_by": ["header"],
+    "pixels": {"primary_hdu": False},
+    "sections": {"required": True, "datasec": None, "biassec": None, "detsec": None},
+    "values": {"gain": None, "rdnoise": 0.0, "saturate": None},
+}
+
+_TYPE_LISTS = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {t: {"type": "array", "items": {"type": "string"}} for t in FRAME_TYPES},
+}
+_SECTION = {
+    "type": ["string", "null"],
+    "pattern": r"^\s*\[\s*\d+\s*:\s*\d+\s*,\s*\d+\s*:\s*\d+\s*\]\s*$",
+}
+SCHEMA: dict = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "description": "Profile name."},
+        "description": {"type": "string"},
+        "keywords": {
+            "type": "object",
+            "description": "Header keyword that holds each quantity (null: not in headers).",
+            "additionalProperties": False,
+            "properties": {k: {"type": ["string", "null"]} for k in DEFAULTS["keywords"]},
+        },
+        "imagetyp_values": {
+            **_TYPE_LISTS,
+            "description": "Image-type keyword values per frame type (case-insensitive globs).",
+        },
+        "filename_patterns": {
+            **_TYPE_LISTS,
+            "description": "File-name globs per frame type (case-insensitive).",
+        },
+        "classify_by": {
+            "type": "array",
+            "description": "Ways to classify a frame, tried in order: header, filename.",
+            "items": {"enum": ["header", "filename"]},
+            "minItems": 1,
+            "uniqueItems": True,
+        },
+        "pixels": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "primary_hdu": {
+                    "type": "boolean",
+                    "description": "Pixels may sit in the primary HDU (no image extension).",
+                }
+            },
+        },
+        "sections": {
+            "type": "object",
+            "description": "Amplifier sections used when a header lacks them.",
+            "additionalProperties": False,
+            "properties": {
+                "required": {"type": "boolean"},
+                "datasec": _SECTION,
+                "biassec": _SECTION,
+                "detsec": _SECTION,
+            },
+        },
+        "values": {
+            "type": "object",
+            "description": "Value used when the header lacks the keyword (null: required).",
+            "additionalProperties": False,
+            "properties": {
+                k: {"type": ["number", "null"]} for k in ("gain", "rdnoise", "saturate")
+            },
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class Classification:
+    """How a profile classified one file: frame type (or None) and how it decided."""
+
+    frame_type: str | None
+    how: str
+
+
+class InstrumentProfile:
+    """A validated instrument profile (see module docstring).
+
+    Parameters
+    ----------
+    spec : dict
+        The profile's YAML content; missing entries take :data:`DEFAULTS`.
+    source : str
+        Where it came from, for error messages.
+    """
+
+    def __init__(self, spec: dict, source: str = "<built-in>"):
+        try:
+            jsonschema.validate(spec, SCHEMA)
+        except jsonschema.ValidationError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+            raise ValueError(
+                f"{source}: invalid instrument profile at {where}: {exc.message}"
+            ) from exc
+        merged = copy.deepcopy(DEFAULTS)
+        for key, value in spec.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key].update(value)
+            else:
+                merged[key] = value
+        self.spec = merged
+        self.source = source
+        self.name: str = merged["name"]
+        self.keywords: dict[str, str | None] = merged["keywords"]
+        self.sections: dict = merged["sections"]
+        self.values: dict = merged["values"]
+        self.primary_pixels: bool = bool(merged["pixels"]["primary_hdu"])
+
+    def key(self, quantity: str) -> str | None:
+        """Header keyword of ``quantity`` (``filter``, ``exptime``, ...), None if not kept."""
+        return self.keywords.get(quantity)
+
+    def get(self, header, quantity: str):
+        """The header value of ``quantity``, or None when absent or blank."""
+        key = self.key(quantity)
+        if key is None or key not in header:
+            return None
+        value = header[key]
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    def imagetyp_of(self, value: object) -> str | None:
+        """Map an image-type keyword value to ``object|bias|dark|flat`` (None if unknown)."""
+        text = str(value).strip().lower()
+        if not text:
+            return None
+        for frame_type in FRAME_TYPES:
+            for pattern in self.spec["imagetyp_values"].get(frame_type, []):
+                if fnmatch.fnmatchcase(text, pattern.lower()):
+                    return frame_type
+        return None
+
+    def filename_type(self, path: str | Path) -> str | None:
+        """Frame type from the file name's patterns (None when none matches)."""
+        name = Path(path).name.lower()
+        for frame_type in FRAME_TYPES:
+            for pattern in self.spec["filename_patterns"].get(frame_type, []):
+                if fnmatch.fnmatchcase(name, pattern.lower()):
+                    return frame_type
+        return None
+
+    def classify(self, header, path: str | Path) -> Classification:
+        """Frame type of a file by the profile's ``classify_by`` order."""
+        for way in self.spec["classify_by"]:
+            if way == "header":
+                key = self.key("imagetyp")
+                found = self.imagetyp_of(header.get(key, "")) if key else None
+                if found:
+                    return Classification(found, f"{key}={header.get(key)!r}")
+            else:
+                found = self.filename_type(path)
+                if found:
+                    return Classification(found, "file name")
+        return Classification(None, self.unknown_reason(header))
+
+    def unknown_reason(self, header) -> str:
+        """Why a file could not be classified, in the words of the profile."""
+        key = self.key("imagetyp")
+        parts = []
+        if "header" in self.spec["classify_by"] and key:
+            parts.append(f"unknown or missing {key} {header.get(key)!r}")
+        if "filename" in self.spec["classify_by"]:
+            parts.append("file name matches no filename_patterns")
+        return " and ".join(parts) + f" (instrument profile {self.name!r})"
+
+
+def find_profile(name_or_path: str) -> Path:
+    """Path of a profile given by name (``config/instruments/<name>.yaml``) or by path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"}:
+        if not candidate.exists():
+            raise FileNotFoundError(f"instrument profile {candidate} does not exist")
+        return candidate
+    for folder in (Path.cwd() / "config" / "instruments", PROFILE_DIR):
+        path = folder / f"{name_or_path}.yaml"
+        if path.exists():
+            return path
+    known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+    raise FileNotFoundError(
+        f"instrument profile {name_or_path!r} not found in config/instruments/ (known: {known})"
+    )
+
+
+@lru_cache(maxsize=32)
+def _load(path: str, mtime_ns: int) -> InstrumentProfile:
+    with open(path) as fh:
+        spec = yaml.safe_load(fh)
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: an instrument profile must be a YAML mapping")
+    return InstrumentProfile(spec, source=path)
+
+
+def load_profile(name_or_path: str | None = None) -> InstrumentProfile:
+    """Load a profile by name or path; None gives the built-in demo-camera defaults."""
+    if not name_or_path:
+        return InstrumentProfile({"name": DEFAULTS["name"]})
+    path = find_profile(name_or_path)
+    return _load(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+def profile_from_config(cfg: dict | None) -> InstrumentProfile:
+    """The profile a resolved config selects (``instrument.profile``)."""
+    inst = (cfg or {}).get("instrument", {}) or {}
+    return load_profile(inst.get("profile"))
