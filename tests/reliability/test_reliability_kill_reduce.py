@@ -93,11 +93,5 @@ def test_rerun_after_kill_is_byte_identical(killed_and_rerun):
     assert _outputs(killed_and_rerun["out"]) == _outputs(killed_and_rerun["reference"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reduce.store.write_field_store only removes its own pid's temporary store, so a "
-    "killed job's .F00.zarr.tmp-<pid> (a partial store of the field's full size) is never "
-    "cleaned up by the rerun",
-)
 def test_rerun_cleans_up_the_killed_jobs_partial_store(killed_and_rerun):
     assert not killed_and_rerun["tmp"].exists()

@@ -136,6 +136,26 @@ def _clean_header(header: fits.Header) -> fits.Header:
     return out
 
 
+def _with_blank_as_nan(data: np.ndarray, header: fits.Header) -> np.ndarray:
+    """Pixels as float32 ADU with BLANK (undefined) pixels as NaN.
+
+    astropy applies BLANK only when it scales to float; integer pixels it keeps as integers
+    (``BZERO = 32768`` 16-bit data read as uint16) come back with BLANK as an ordinary value
+    (0 ADU for BLANK = -32768), which calibration would take for a real measurement. Here those
+    pixels become NaN, which calibration masks as bad.
+    """
+    out = np.asarray(data, dtype=np.float32)
+    blank = header.get("BLANK")
+    if blank is None or data.dtype.kind not in "iu" or int(header.get("BITPIX", 0)) <= 0:
+        return out
+    value = int(blank) * float(header.get("BSCALE", 1)) + float(header.get("BZERO", 0))
+    undefined = np.asarray(data) == value
+    if undefined.any():
+        out = out.copy() if out is data else out
+        out[undefined] = np.nan
+    return out
+
+
 def read_primary_header(path: str | Path) -> fits.Header:
     """The primary header only (archive scanning), non-standard cards fixed or dropped."""
     path = Path(path)
@@ -210,7 +230,7 @@ def read_frame(
             amps.append(
                 AmpRaw(
                     name,
-                    np.asarray(data, dtype=np.float32),
+                    _with_blank_as_nan(data, hdu.header),
                     _clean_header(hdu.header),
                     position,
                     primary,
@@ -220,7 +240,8 @@ def read_frame(
             data = hdul[0].data
             if data is not None and data.ndim == 2:
                 amps.append(
-                    AmpRaw("PRIMARY", np.asarray(data, dtype=np.float32), primary, 0, primary)
+                    AmpRaw("PRIMARY", _with_blank_as_nan(data, hdul[0].header), primary, 0,
+                           primary)
                 )
         if not amps:
             what = (

@@ -49,7 +49,7 @@ DEFAULTS: dict = {
     },
     "filename_patterns": {"object": [], "bias": [], "dark": [], "flat": []},
     "classify_by": ["header"],
-    "pixels": {"primary_hdu": False},
+    "pixels": {"primary_hdu": False, "bitpix": [16, 32, 64, -32, -64]},
     "sections": {"required": True, "datasec": None, "biassec": None, "detsec": None},
     "values": {"gain": None, "rdnoise": 0.0, "saturate": None},
 }
@@ -98,7 +98,16 @@ SCHEMA: dict = {
                 "primary_hdu": {
                     "type": "boolean",
                     "description": "Pixels may sit in the primary HDU (no image extension).",
-                }
+                },
+                "bitpix": {
+                    "type": "array",
+                    "description": "BITPIX values the camera writes (16: 16-bit integer ADU, "
+                    "-32: float); other pixel types are quarantined. Default: any integer of "
+                    "16 bits or more, or float (8-bit pixels cannot hold a CCD's ADU range).",
+                    "items": {"enum": [8, 16, 32, 64, -32, -64]},
+                    "minItems": 1,
+                    "uniqueItems": True,
+                },
             },
         },
         "sections": {
@@ -164,6 +173,7 @@ class InstrumentProfile:
         self.sections: dict = merged["sections"]
         self.values: dict = merged["values"]
         self.primary_pixels: bool = bool(merged["pixels"]["primary_hdu"])
+        self.bitpix: tuple[int, ...] = tuple(int(b) for b in merged["pixels"]["bitpix"])
 
     def key(self, quantity: str) -> str | None:
         """Header keyword of ``quantity`` (``filter``, ``exptime``, ...), None if not kept."""

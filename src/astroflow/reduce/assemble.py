@@ -162,9 +162,18 @@ def amp_to_electrons(
     Raises
     ------
     FrameError
-        Wrong raw shape, missing/malformed BIASSEC/DATASEC/DETSEC/GAIN, or sections outside
-        the array or not matching ``instrument.amp_shape``.
+        BITPIX not among the profile's ``pixels.bitpix``; wrong raw shape; missing/malformed
+        BIASSEC/DATASEC/DETSEC/GAIN; sections outside the array or not matching
+        ``instrument.amp_shape``.
     """
+    bitpix = amp.header.get("BITPIX")
+    if bitpix is not None and int(bitpix) not in layout.profile.bitpix:
+        raise FrameError(
+            path,
+            None,
+            f"wrong BITPIX {bitpix} in {amp.name}: instrument profile "
+            f"{layout.profile.name!r} expects {list(layout.profile.bitpix)} (pixels.bitpix)",
+        )
     if amp.data_adu.shape != layout.raw_amp_shape:
         raise FrameError(
             path,

@@ -197,6 +197,9 @@ def _calibrate(path: str, amps: list[AmpElectrons], cfg: dict, masters: Masters)
     nonfinite = ~np.isfinite(image_e)
     image_e[nonfinite] = 0.0
     mask[nonfinite] |= MASK_BAD
+    if nonfinite.any():  # undefined (BLANK/NaN) pixels: flagged bad, still on the detector
+        finite_var = variance_e[np.isfinite(variance_e)]
+        variance_e[nonfinite] = float(np.median(finite_var)) if finite_var.size else 1.0
 
     crmask, cleaned = astroscrappy.detect_cosmics(
         np.ascontiguousarray(image_e, np.float32),

@@ -205,7 +205,12 @@ class FieldReducer:
 
     def run(self, paths: list[str]) -> tuple[dict, pd.DataFrame, list[str]]:
         """Reduce ``paths``; returns (planes, objects table, used exposure paths)."""
-        paths = sorted(paths, key=lambda p: _order_key(p, self.bands, self.layout.profile))
+        # Ties (a repeated exposure id) keep the order given, so the first copy given is the
+        # one co-added and later copies are set aside as duplicates (see the fold below).
+        order = {p: i for i, p in reversed(list(enumerate(paths)))}
+        paths = sorted(
+            paths, key=lambda p: (*_order_key(p, self.bands, self.layout.profile)[:-1], order[p])
+        )
         paths = self._check_field(paths)
         self.sha256 = {p: sha256_file(p) for p in paths}
         detection, rest = self._detection_exposure(paths)
@@ -234,6 +239,7 @@ class FieldReducer:
         }
         ids: dict[str, list[list[str]]] = {b: [[] for _ in range(n)] for b in self.bands}
         used: list[str] = []
+        folded: dict[str, str] = {}  # exposure id -> the file co-added under it
         queue = ([detection] if detection is not None else []) + rest
         total = len(queue)
         for start in range(0, total, self.threads):
@@ -249,6 +255,8 @@ class FieldReducer:
             for product in self._compute(tasks):
                 if isinstance(product, FrameError):
                     self._set_aside(product)
+                    continue
+                if self._is_duplicate(product, folded):
                     continue
                 self._fold(product, acc[product.band], phot[product.band], ids[product.band])
                 used.append(product.path)
@@ -267,6 +275,26 @@ class FieldReducer:
         planes = self._planes(acc)
         table = self._table(catalog, detection, phot, ids)
         return planes, table, used
+
+    def _is_duplicate(self, product: Product, folded: dict[str, str]) -> bool:
+        """Set ``product`` aside when its exposure id was already co-added (the same exposure
+        given twice must not count twice); otherwise record it. Only ids read from the header
+        count: a profile without an exposure-id keyword names exposures by file stem."""
+        key = self.layout.profile.key("expnum")
+        if key is None:
+            return False
+        kept = folded.setdefault(product.expnum, product.path)
+        if kept == product.path:
+            return False
+        self._set_aside(
+            FrameError(
+                product.path,
+                None,
+                f"duplicate exposure {key}={product.expnum}: already co-added from {kept} "
+                "(kept)",
+            )
+        )
+        return True
 
     def _fold(self, product: Product, acc: BandAccumulator, phot: dict, ids: list) -> None:
         acc.add(*product.cutouts)
@@ -382,7 +410,17 @@ def reduce_field(
         reducer = FieldReducer(cfg, field, masters, runner, cache)
         planes, table, used = reducer.run([str(p) for p in exposures])
     dask_spec = {k: v for k, v in runner.spec.items() if k != "job_script"}
-    labels = read_labels(labels_path, labels_columns(cfg))
+    malformed: list[int] = []
+    labels = read_labels(labels_path, labels_columns(cfg), malformed)
+    if malformed:
+        reducer._set_aside(
+            FrameError(
+                labels_path,
+                None,
+                f"malformed labels catalog row(s) skipped (line(s) "
+                f"{', '.join(map(str, malformed))}); its other rows label",
+            )
+        )
     table["label"] = match_labels(
         table["ra"].to_numpy(),
         table["dec"].to_numpy(),

@@ -7,6 +7,8 @@ or CSV: ``data.labels_columns`` maps them onto ``ra``, ``dec`` [deg] and ``class
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +39,46 @@ def labels_columns(cfg: dict) -> dict:
     return {**DEFAULT_COLUMNS, **given}
 
 
-def read_labels(path: str, columns: dict | None = None) -> Table:
+def _malformed_rows(path: str, fmt: str) -> tuple[str, list[int]]:
+    """Text of an ECSV/CSV catalog without its malformed data rows, and their line numbers.
+
+    Called only after astropy failed on the whole file: a catalog with a few broken rows (too
+    few fields, text in a numeric column) should still label with its good rows. The column
+    names and types come from the catalog's own header (read with no data rows); a row is
+    malformed when it has the wrong number of fields or a numeric field that is not a number.
+    """
+    lines = Path(path).read_text().splitlines()
+    comment = "#" if fmt == "ascii.ecsv" else None
+    body = [i for i, line in enumerate(lines) if line.strip() and not (
+        comment and line.lstrip().startswith(comment))]
+    if not body:
+        return "\n".join(lines), []
+    names_at = body[0]
+    head = lines[: names_at + 1]
+    probe = Table.read("\n".join(head) + "\n", format=fmt)
+    comma = fmt == "ascii.csv" or any("delimiter: ','" in line for line in head)
+    delimiter = "," if comma else " "
+    numeric = [probe[c].dtype.kind in "fiu" for c in probe.colnames]
+    bad: list[int] = []
+    for i in body[1:]:
+        fields = next(csv.reader(io.StringIO(lines[i].strip()), delimiter=delimiter,
+                                 skipinitialspace=True))
+        ok = len(fields) == len(numeric)
+        for value, is_number in zip(fields, numeric, strict=False):
+            if ok and is_number:
+                try:
+                    float(value)
+                except ValueError:
+                    ok = False
+        if not ok:
+            bad.append(i)
+    kept = [line for i, line in enumerate(lines) if i not in set(bad)]
+    return "\n".join(kept) + "\n", [i + 1 for i in bad]
+
+
+def read_labels(
+    path: str, columns: dict | None = None, malformed: list[int] | None = None
+) -> Table:
     """Read a labels catalog as a table of ``ra``, ``dec`` [deg] and ``class`` (star/galaxy).
 
     Parameters
@@ -48,6 +89,10 @@ def read_labels(path: str, columns: dict | None = None) -> Table:
         ``data.labels_columns``: ``format`` (``auto`` by suffix, ``ecsv``, ``csv``, ``fits``),
         the column names of ``ra``, ``dec`` and ``class``, and the class values meaning
         ``star`` and ``galaxy`` (any other value leaves an object unlabelled).
+    malformed : list of int, optional
+        When given, malformed data rows of an ECSV/CSV catalog are skipped and their 1-based
+        line numbers appended here (the caller quarantines them), so a few broken rows do not
+        fail the field; without it they raise.
 
     Raises
     ------
@@ -64,7 +109,16 @@ def read_labels(path: str, columns: dict | None = None) -> Table:
     try:
         table = Table.read(path, format=fmt)
     except Exception as exc:  # astropy raises many types on a malformed catalog
-        raise ValueError(f"{path}: cannot read labels catalog as {fmt}: {exc}") from exc
+        table = None
+        if malformed is not None and fmt != "fits":
+            try:
+                text, bad = _malformed_rows(path, fmt)
+                table = Table.read(text, format=fmt) if bad else None
+            except Exception:  # the header itself is broken: report the original error
+                table = None
+        if table is None:
+            raise ValueError(f"{path}: cannot read labels catalog as {fmt}: {exc}") from exc
+        malformed.extend(bad)
     names = {"ra": columns["ra"], "dec": columns["dec"], "class": columns["class"]}
     missing = [f"{col!r} ({role})" for role, col in names.items() if col not in table.colnames]
     if missing:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +19,8 @@ import numpy as np
 import pandas as pd
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
+
+log = logging.getLogger(__name__)
 
 
 def _compressors() -> list:
@@ -33,6 +36,36 @@ def field_digest(images: np.ndarray, objects: pd.DataFrame) -> str:
     objects.to_csv(buffer, index=False, float_format="%.17g", lineterminator="\n")
     digest.update(buffer.getvalue().encode())
     return digest.hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (signal 0 probes without signalling)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_temporaries(final: Path) -> None:
+    """Remove temporary/old siblings of ``final`` left by killed jobs (and our own pid's).
+
+    A job killed mid-write leaves ``.<name>.tmp-<pid>`` (a partial store as large as the
+    field's) that no later job would ever reuse. Siblings of a live other process are kept:
+    that job may still be writing.
+    """
+    for kind in ("tmp", "old"):
+        for path in final.parent.glob(f".{final.name}.{kind}-*"):
+            pid_text = path.name.rsplit("-", 1)[-1]
+            if not pid_text.isdigit():
+                continue
+            pid = int(pid_text)
+            if pid != os.getpid() and _pid_alive(pid):
+                continue
+            log.info("removing %s left by an interrupted job (pid %d)", path, pid)
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def write_field_store(
@@ -53,8 +86,7 @@ def write_field_store(
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    _remove_stale_temporaries(final)
     group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
     for name, data in planes.items():
         chunks = (max(1, chunk_objects), *data.shape[1:])
