@@ -130,7 +130,10 @@ def test_tiny_pipeline_through_profiles_slurm(fake_slurm, tmp_path):
     metrics = json.loads((work / "results/evaluate/kim_brunner/metrics.json").read_text())
     assert metrics["n_test"] > 0
     subs = submissions_by_rule(fake_slurm)
-    for rule in ("simulate_calib", "simulate_field", "simulate_catalogs", "tracking_init",
+    # tracking_init is a localrule: it creates the store on the submit host, never a job
+    assert "tracking_init" not in subs
+    assert (work / "results/tracking/store.json").exists()
+    for rule in ("simulate_calib", "simulate_field", "simulate_catalogs",
                  "reduce_calib", "reduce_field", "reduce_index", "train", "evaluate"):
         assert rule in subs, f"{rule} never submitted"
         for opts in subs[rule]:
