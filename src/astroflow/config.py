@@ -59,8 +59,11 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
-def validate(cfg: Mapping, source: str = "config") -> dict:
-    """Validate ``cfg`` and return a copy with defaults filled in.
+def validate(cfg: Mapping, source: str = "config", written: Mapping | None = None) -> dict:
+    """Validate ``cfg`` and return a copy with the profile's values and defaults filled in.
+
+    ``written`` is what the user wrote, when ``cfg`` already holds a base file merged under it
+    (Snakemake merges ``config/config.yaml`` first); see :func:`apply_instrument_profile`.
 
     Raises
     ------
@@ -69,7 +72,7 @@ def validate(cfg: Mapping, source: str = "config") -> dict:
         minimum of 1``.
     """
     schema = load_schema()
-    resolved = _fill_defaults(schema, dict(cfg))
+    resolved = _fill_defaults(schema, apply_instrument_profile(cfg, source, written))
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(resolved), key=lambda e: list(e.absolute_path))
     if errors:
@@ -77,6 +80,52 @@ def validate(cfg: Mapping, source: str = "config") -> dict:
         raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(lines))
     _check_cross_keys(resolved, source, check_simulate="simulate" in cfg)
     return resolved
+
+
+def apply_instrument_profile(
+    cfg: Mapping, source: str = "config", written: Mapping | None = None
+) -> dict:
+    """Copy the profile's bands, pixel scale and zero points into the raw user config.
+
+    Why before defaults: once the schema's defaults are filled in, a default cannot be told
+    from a value the user wrote, yet the rule is *user config > profile > schema default*. So
+    this runs on the config as written; keys the user's ``instrument`` section names are kept,
+    the others (of ``astroflow.io.profile.CONFIG_KEYS``) come from the profile when it gives
+    them. A resolved config (every key present) passes through without loading the profile.
+
+    Parameters
+    ----------
+    cfg : Mapping
+        The config to resolve; its ``instrument.profile`` selects the profile.
+    source : str
+        Where the config came from, for error messages.
+    written : Mapping, optional
+        What the user wrote when ``cfg`` also holds a base file (Snakemake's default
+        ``config/config.yaml`` under the ``--configfile`` files): only keys named here beat the
+        profile, so the base file's demo-camera bands act as defaults. None: ``cfg`` itself.
+
+    Raises
+    ------
+    ConfigError
+        When ``instrument.profile`` names a profile that cannot be found or read.
+    """
+    from astroflow.io.profile import CONFIG_KEYS, load_profile
+
+    out = dict(cfg)
+    inst = out.get("instrument")
+    user = (cfg if written is None else written).get("instrument")
+    user = user if isinstance(user, Mapping) else {}
+    if not isinstance(inst, Mapping) or not isinstance(inst.get("profile"), str):
+        return out
+    if all(key in user for key in CONFIG_KEYS) or not inst["profile"]:
+        return out
+    try:
+        given = load_profile(inst["profile"]).config_values()
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        problem = f"invalid configuration in {source}:\n  instrument.profile: {exc}"
+        raise ConfigError(problem) from exc
+    out["instrument"] = {**inst, **{k: v for k, v in given.items() if k not in user}}
+    return out
 
 
 def _check_cross_keys(cfg: dict, source: str, check_simulate: bool) -> None:

@@ -8,6 +8,7 @@ camera's profile gives file-named messages, not a traceback.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,12 +22,14 @@ from foreign_archive import (
     write_foreign_archive,
 )
 
-from astroflow.config import validate
+from astroflow.config import ConfigError, deep_merge, validate
 from astroflow.io import scan_archive
 from astroflow.io.inspect import inspect_archive
 from astroflow.io.inspect import main as inspect_main
 from astroflow.io.profile import InstrumentProfile
 from astroflow.reduce.stage import main as reduce_main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +38,16 @@ def archive(tmp_path_factory):
 
 
 def foreign_cfg(archive, profile: str | None = None, **reduce) -> dict:
-    """What the user writes: the profile, the geometry, bands and zero points, labels mapping."""
+    """What the user writes: the profile, the geometry and the labels mapping.
+
+    Bands, pixel scale and zero points come from the profile (``PROFILE_YAML``), not from here.
+    """
     root = archive.root
     return validate(
         {
             "seed": 5,
             "instrument": {
                 "profile": profile or str(archive.profile),
-                "bands": BANDS,
-                "pixel_scale_arcsec": PIXEL_SCALE_ARCSEC,
-                "zeropoint_mag": ZEROPOINT_MAG,
                 "n_amps": 1,
                 "amp_shape": list(SHAPE),
                 "overscan_cols": 0,
@@ -68,6 +71,49 @@ def foreign_cfg(archive, profile: str | None = None, **reduce) -> dict:
         },
         source="tests/instruments",
     )
+
+
+def test_profile_gives_bands_pixel_scale_and_zero_points(archive):
+    """User config > profile > schema default, decided on the config as written."""
+    inst = foreign_cfg(archive)["instrument"]
+    assert inst["bands"] == BANDS and inst["pixel_scale_arcsec"] == PIXEL_SCALE_ARCSEC
+    assert inst["zeropoint_mag"] == ZEROPOINT_MAG
+    user = {"profile": str(archive.profile), "pixel_scale_arcsec": 0.25,
+            "zeropoint_mag": {"g": 24.0, "r": 24.5}}  # fmt: skip
+    inst = validate({"instrument": user, "reduce": {"detection_band": "r"}})["instrument"]
+    assert (inst["bands"], inst["pixel_scale_arcsec"]) == (BANDS, 0.25)
+    assert inst["zeropoint_mag"] == {"g": 24.0, "r": 24.5}
+    # afcam carries none of them: the schema defaults stand, as before profiles had them.
+    demo = validate({"instrument": {"profile": "afcam"}})["instrument"]
+    assert demo["bands"] == ["u", "g", "r", "i", "z"] and demo["pixel_scale_arcsec"] == 0.2
+    with pytest.raises(ConfigError, match=r"instrument.profile: .*'nocam' not found"):
+        validate({"instrument": {"profile": "nocam"}})
+
+
+def test_profile_beats_the_base_config_file_but_not_the_users_file(archive):
+    """Snakemake merges config/config.yaml (demo bands) under the user's --configfile."""
+    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    written = {"instrument": {"profile": str(archive.profile), "pixel_scale_arcsec": 0.25}}
+    merged = deep_merge(base, written)
+    inst = validate(merged, written=written)["instrument"]
+    assert (inst["bands"], inst["zeropoint_mag"]) == (BANDS, ZEROPOINT_MAG)
+    assert inst["pixel_scale_arcsec"] == 0.25 and inst["n_amps"] == base["instrument"]["n_amps"]
+    # Without ``written`` the merged file counts as written: its demo bands stay.
+    assert validate(merged)["instrument"]["bands"] == base["instrument"]["bands"]
+
+
+def test_profile_zero_points_must_cover_its_bands(tmp_path):
+    spec = {"name": "halfzp", "bands": ["g", "r"], "zeropoint_mag": {"g": 25.0}}
+    path = tmp_path / "halfzp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    cfg = {"instrument": {"profile": str(path)}, "reduce": {"detection_band": "g"}}
+    with pytest.raises(ConfigError, match=r"no zero point for band\(s\) \['r'\]"):
+        validate(cfg)
+    bad = tmp_path / "badscale.yaml"  # a new file: profiles are cached by path and mtime
+    bad.write_text(yaml.safe_dump({**spec, "pixel_scale_arcsec": -1}))
+    cfg["instrument"]["profile"] = str(bad)
+    with pytest.raises(ConfigError, match=r"badscale.yaml: invalid instrument profile at pixel"):
+        validate(cfg)
 
 
 def test_profile_classifies_by_keyword_and_file_name(archive):

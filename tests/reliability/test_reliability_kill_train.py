@@ -76,13 +76,6 @@ def _weights(path: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a fit resumed from last.ckpt is not bit-identical to the uninterrupted fit: epoch 0 "
-    "matches (val/loss 0.703029 in both), epoch 1 differs (0.671878 vs 0.673525 with seed 5); "
-    "torch's global RNG (random crop, dihedral, dropout) is not in the checkpoint, and "
-    "reseeding it per epoch alone did not close the gap (best_val_auc ties at 1.0 anyway)",
-)
 def test_killed_fit_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
     from astroflow import tracking
 

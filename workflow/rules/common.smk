@@ -9,9 +9,12 @@ from pathlib import Path
 from astroflow import config as astroflow_config
 
 # Validate against workflow/schemas/config.schema.yaml (defaults filled in) before any job runs;
-# a bad value stops here with the dotted key named.
+# a bad value stops here with the dotted key named. The instrument profile's bands, pixel scale
+# and zero points beat config/config.yaml's but not what the --configfile/--config files write.
 try:
-    _resolved = astroflow_config.validate(config, source="snakemake config")
+    _resolved = astroflow_config.validate(
+        config, source="snakemake config", written=workflow.config_settings.overwrite_config
+    )
 except astroflow_config.ConfigError as err:
     raise WorkflowError(str(err)) from None
 config.clear()

@@ -4,9 +4,15 @@ A profile (``config/instruments/<name>.yaml``, chosen by ``instrument.profile``)
 header keywords that hold filter, exposure time, image type, date, gain, read noise,
 saturation and field; the image-type values (or file-name patterns) of bias, dark, flat and
 science frames; and where the amplifier sections come from when a header lacks
-``DATASEC``/``DETSEC``/``BIASSEC``. Geometry, bands and zero points stay in the
-``instrument`` config section. The demo camera is the ``afcam`` profile, whose values are also
-the built-in defaults, so a config without a profile behaves exactly as before profiles existed.
+``DATASEC``/``DETSEC``/``BIASSEC``. A profile may also carry the camera's photometric
+description (:data:`CONFIG_KEYS`: ``bands``, ``pixel_scale_arcsec``, ``zeropoint_mag``), so a
+user need not repeat them in the config; ``astroflow.config.apply_instrument_profile`` copies
+them into the config's ``instrument`` section unless the user's config writes them itself.
+Zero points are not read from headers: the profile or the config must give one per band.
+Amplifier geometry stays in the ``instrument`` config section. The demo camera is the
+``afcam`` profile, whose values are also the built-in defaults (it carries no bands or zero
+points, which come from the config schema), so a config without a profile behaves exactly as
+before profiles existed.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import yaml
 
 #: Folder of the shipped profiles (``config/instruments`` of the repository).
 PROFILE_DIR = Path(__file__).resolve().parents[3] / "config" / "instruments"
+#: Keys a profile may carry for the config's ``instrument`` section (the user's config wins).
+CONFIG_KEYS = ("bands", "pixel_scale_arcsec", "zeropoint_mag")
 #: Frame types every profile must be able to recognise.
 FRAME_TYPES = ("object", "bias", "dark", "flat")
 
@@ -121,6 +129,25 @@ SCHEMA: dict = {
                 "detsec": _SECTION,
             },
         },
+        "bands": {
+            "type": "array",
+            "description": "Ordered band names (instrument.bands unless the config gives them).",
+            "items": {"type": "string", "pattern": "^[A-Za-z0-9_]+$"},
+            "minItems": 1,
+            "uniqueItems": True,
+        },
+        "pixel_scale_arcsec": {
+            "type": "number",
+            "description": "Pixel scale [arcsec/pixel] (instrument.pixel_scale_arcsec).",
+            "exclusiveMinimum": 0,
+            "maximum": 10,
+        },
+        "zeropoint_mag": {
+            "type": "object",
+            "description": "Per band, AB magnitude giving 1 e-/s (instrument.zeropoint_mag); "
+            "not read from headers, so every band needs one here or in the config.",
+            "additionalProperties": {"type": "number", "minimum": 10, "maximum": 40},
+        },
         "values": {
             "type": "object",
             "description": "Value used when the header lacks the keyword (null: required).",
@@ -174,6 +201,10 @@ class InstrumentProfile:
         self.values: dict = merged["values"]
         self.primary_pixels: bool = bool(merged["pixels"]["primary_hdu"])
         self.bitpix: tuple[int, ...] = tuple(int(b) for b in merged["pixels"]["bitpix"])
+
+    def config_values(self) -> dict:
+        """The ``instrument`` config entries this profile gives (a subset of CONFIG_KEYS)."""
+        return {k: copy.deepcopy(self.spec[k]) for k in CONFIG_KEYS if k in self.spec}
 
     def key(self, quantity: str) -> str | None:
         """Header keyword of ``quantity`` (``filter``, ``exptime``, ...), None if not kept."""

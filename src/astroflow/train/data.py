@@ -463,12 +463,15 @@ class CutoutDataModule(L.LightningDataModule):
         trainer = self.trainer  # None outside a Trainer (tests, benchmark)
         if trainer is not None:
             ds.set_rank(trainer.global_rank, trainer.world_size)
+        # A loader of its own generator: creating its iterator (every epoch) must not draw from
+        # torch's global RNG, which drives augmentation and dropout and is restored on resume.
         return DataLoader(
             ds,
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=False,
             pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

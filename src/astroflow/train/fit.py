@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import re
 import shutil
 import warnings
@@ -25,6 +26,7 @@ from typing import Any
 
 import lightning as L
 import mlflow
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import (
     EarlyStopping,
@@ -48,6 +50,7 @@ CKPT_WORK_DIR = "checkpoints"  # ModelCheckpoint writes here, then best.ckpt mov
 LAST_CKPT = "last.ckpt"  # written to out_dir every epoch; resumed from when present
 HPC_CKPT_GLOB = "hpc_ckpt_*.ckpt"  # Lightning's SLURM requeue checkpoints (default_root_dir)
 FINGERPRINT_KEY = "astroflow_fingerprint"
+RNG_KEY = "astroflow_rng_states"  # global RNG states at the end of the saved epoch
 MONITOR = "val/auc"
 
 
@@ -164,6 +167,43 @@ class LastCheckpoint(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
     ) -> None:
         checkpoint[FINGERPRINT_KEY] = self.fingerprint
+        checkpoint[RNG_KEY] = collect_rng_states()
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
+    ) -> None:
+        self._resumed_rng = checkpoint.get(RNG_KEY)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After the restore, the (RNG-isolated) sanity check and the loader setup: the next
+        # draws are the resumed epoch's augmentation and dropout, as in an unbroken fit.
+        if getattr(self, "_resumed_rng", None) is not None:
+            set_rng_states(self._resumed_rng)
+            self._resumed_rng = None
+
+
+def collect_rng_states() -> dict:
+    """torch (CPU and CUDA), numpy and python RNG states, as types ``weights_only`` loads."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (seeded by seed_everything)
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping) -> None:
+    """Restore what :func:`collect_rng_states` saved."""
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    legacy = (kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
+    np.random.set_state(legacy)  # noqa: NPY002
+    random.setstate(states["python"])
+    if "torch_cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["torch_cuda"])
 
 
 def fit_fingerprint(cfg: Mapping, model_name: str, dataset_digest: str) -> str:
