@@ -49,10 +49,13 @@ imagetyp_values: {object: [science], bias: [bias], dark: [dark], flat: []}
 filename_patterns: {flat: ["skyflat_*"]}
 classify_by: [header, filename]
 sections: {required: false}
-# The camera's bands, pixel scale and zero points: the config need not repeat them.
+# The camera's bands, pixel scale, zero points and geometry: the config need not repeat them.
 bands: [g, r]
 pixel_scale_arcsec: 0.3
 zeropoint_mag: {g: 25.0, r: 25.0}   # AB mag of 1 e-/s
+n_amps: 1
+amp_shape: [256, 256]   # = SHAPE
+overscan_cols: 0
 """
 
 LABELS_COLUMNS = {

@@ -38,9 +38,9 @@ def archive(tmp_path_factory):
 
 
 def foreign_cfg(archive, profile: str | None = None, **reduce) -> dict:
-    """What the user writes: the profile, the geometry and the labels mapping.
+    """What the user writes: the profile and the labels mapping (plus paths and run settings).
 
-    Bands, pixel scale and zero points come from the profile (``PROFILE_YAML``), not from here.
+    Bands, pixel scale, zero points and geometry come from the profile (``PROFILE_YAML``).
     """
     root = archive.root
     return validate(
@@ -48,9 +48,6 @@ def foreign_cfg(archive, profile: str | None = None, **reduce) -> dict:
             "seed": 5,
             "instrument": {
                 "profile": profile or str(archive.profile),
-                "n_amps": 1,
-                "amp_shape": list(SHAPE),
-                "overscan_cols": 0,
             },
             "data": {
                 "raw_dir": str(archive.raw_dir),
@@ -97,7 +94,9 @@ def test_profile_beats_the_base_config_file_but_not_the_users_file(archive):
     merged = deep_merge(base, written)
     inst = validate(merged, written=written)["instrument"]
     assert (inst["bands"], inst["zeropoint_mag"]) == (BANDS, ZEROPOINT_MAG)
-    assert inst["pixel_scale_arcsec"] == 0.25 and inst["n_amps"] == base["instrument"]["n_amps"]
+    assert inst["pixel_scale_arcsec"] == 0.25
+    # the geometry too comes from the profile, not from the demo camera's config file
+    assert (inst["n_amps"], inst["amp_shape"], inst["overscan_cols"]) == (1, list(SHAPE), 0)
     # Without ``written`` the merged file counts as written: its demo bands stay.
     assert validate(merged)["instrument"]["bands"] == base["instrument"]["bands"]
 

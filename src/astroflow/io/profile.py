@@ -5,14 +5,14 @@ header keywords that hold filter, exposure time, image type, date, gain, read no
 saturation and field; the image-type values (or file-name patterns) of bias, dark, flat and
 science frames; and where the amplifier sections come from when a header lacks
 ``DATASEC``/``DETSEC``/``BIASSEC``. A profile may also carry the camera's photometric
-description (:data:`CONFIG_KEYS`: ``bands``, ``pixel_scale_arcsec``, ``zeropoint_mag``), so a
+description (:data:`CONFIG_KEYS`: ``bands``, ``pixel_scale_arcsec``, ``zeropoint_mag`` and the
+amplifier geometry ``n_amps``, ``amp_shape``, ``overscan_cols``), so a
 user need not repeat them in the config; ``astroflow.config.apply_instrument_profile`` copies
 them into the config's ``instrument`` section unless the user's config writes them itself.
 Zero points are not read from headers: the profile or the config must give one per band.
-Amplifier geometry stays in the ``instrument`` config section. The demo camera is the
-``afcam`` profile, whose values are also the built-in defaults (it carries no bands or zero
-points, which come from the config schema), so a config without a profile behaves exactly as
-before profiles existed.
+The demo camera is the ``afcam`` profile, whose values are also the built-in defaults (it
+carries none of these config entries, which come from the config schema), so a config
+without a profile behaves exactly as before profiles existed.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ import yaml
 #: Folder of the shipped profiles (``config/instruments`` of the repository).
 PROFILE_DIR = Path(__file__).resolve().parents[3] / "config" / "instruments"
 #: Keys a profile may carry for the config's ``instrument`` section (the user's config wins).
-CONFIG_KEYS = ("bands", "pixel_scale_arcsec", "zeropoint_mag")
+CONFIG_KEYS = (
+    "bands", "pixel_scale_arcsec", "zeropoint_mag", "n_amps", "amp_shape", "overscan_cols",
+)
 #: Frame types every profile must be able to recognise.
 FRAME_TYPES = ("object", "bias", "dark", "flat")
 
@@ -147,6 +149,25 @@ SCHEMA: dict = {
             "description": "Per band, AB magnitude giving 1 e-/s (instrument.zeropoint_mag); "
             "not read from headers, so every band needs one here or in the config.",
             "additionalProperties": {"type": "number", "minimum": 10, "maximum": 40},
+        },
+        "n_amps": {
+            "type": "integer",
+            "description": "Amplifiers (image extensions) per exposure (instrument.n_amps).",
+            "minimum": 1,
+            "maximum": 16,
+        },
+        "amp_shape": {
+            "type": "array",
+            "description": "Light-sensitive pixels per amplifier [ny, nx] (instrument.amp_shape).",
+            "items": {"type": "integer", "minimum": 64, "maximum": 8192},
+            "minItems": 2,
+            "maxItems": 2,
+        },
+        "overscan_cols": {
+            "type": "integer",
+            "description": "Overscan columns per amplifier (instrument.overscan_cols).",
+            "minimum": 0,
+            "maximum": 256,
         },
         "values": {
             "type": "object",
