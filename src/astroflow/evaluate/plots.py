@@ -140,16 +140,8 @@ def plot_reliability(
         style = _style(name, i)
         ax.plot(mean_p, frac, marker="o", ms=4, label=label, **style)
         axh.hist(p, bins=edges, histtype="step", color=style["color"], ls=style["ls"])
-    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, label="perfect calibration")
-    ax.set_ylabel("observed galaxy fraction")
-    ax.set_title(f"Reliability diagram ({len(y)} test objects, 10 bins)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8, loc="upper left")
-    axh.set_xlabel("predicted p_galaxy")
-    axh.set_ylabel("objects per bin")
-    axh.set_yscale("log")
-    return _save(fig, path)
+    title = f"Reliability diagram ({len(y)} test objects, 10 bins)"
+    return _finish_reliability(fig, ax, axh, title, path)
 
 
 def plot_reliability_calibration(
@@ -173,9 +165,16 @@ def plot_reliability_calibration(
         text = f"{label} (CAL {cal:.3f})" if cal is not None else f"{label} (CAL n/a)"
         ax.plot(mean_p, frac, marker="o", ms=4, label=text, **style)
         axh.hist(p, bins=edges, histtype="step", **style)
+    return _finish_reliability(
+        fig, ax, axh, f"Model reliability before/after calibration ({len(y)} test objects)", path
+    )
+
+
+def _finish_reliability(fig, ax, axh, title: str, path: Path) -> Path:
+    """Diagonal, labels and limits shared by the reliability diagrams, then save."""
     ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, label="perfect calibration")
     ax.set_ylabel("observed galaxy fraction")
-    ax.set_title(f"Model reliability before/after calibration ({len(y)} test objects)")
+    ax.set_title(title)
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=8, loc="upper left")
