@@ -36,6 +36,7 @@ from mlflow.exceptions import MlflowException
 from astroflow import __version__
 from astroflow.cli_common import add_config_args, resolve_config, setup_logging
 from astroflow.config import config_hash
+from astroflow.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -247,12 +248,8 @@ def _process_gone(tags: Mapping[str, str]) -> bool:
         pid = int(tags["process.pid"])
     except (KeyError, ValueError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return True
-    except PermissionError:  # alive, owned by someone else
-        return False
     recorded = tags.get("process.start", "unknown")
     return recorded != "unknown" and _process_start(pid) not in (None, recorded)
 

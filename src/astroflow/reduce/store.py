@@ -20,6 +20,8 @@ import pandas as pd
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
+from astroflow.processes import pid_alive
+
 log = logging.getLogger(__name__)
 
 
@@ -38,17 +40,6 @@ def field_digest(images: np.ndarray, objects: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this host (signal 0 probes without signalling)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def _remove_stale_temporaries(final: Path) -> None:
     """Remove temporary/old siblings of ``final`` left by killed jobs (and our own pid's).
 
@@ -62,7 +53,7 @@ def _remove_stale_temporaries(final: Path) -> None:
             if not pid_text.isdigit():
                 continue
             pid = int(pid_text)
-            if pid != os.getpid() and _pid_alive(pid):
+            if pid != os.getpid() and pid_alive(pid):
                 continue
             log.info("removing %s left by an interrupted job (pid %d)", path, pid)
             shutil.rmtree(path, ignore_errors=True)
