@@ -31,7 +31,7 @@ def test_truth_has_the_contract_columns(tiny_archive):
 def test_labels_are_a_noisy_brighter_subset_never_the_truth(tiny_archive):
     truth, labels, cfg = tiny_archive["truth"], tiny_archive["labels"], tiny_archive["cfg"]
     sim = cfg["simulate"]
-    assert labels.colnames == ["ra", "dec", "class"]
+    assert labels.colnames == ["ra", "dec", "class", "sersic_n", "ellipticity"]
     assert len(labels) == round(sim["label_fraction"] * len(truth)) < len(truth)
     assert set(labels["class"]) <= {"star", "galaxy"}
     idx, sep, _ = SkyCoord(labels["ra"], labels["dec"]).match_to_catalog_sky(
@@ -44,6 +44,25 @@ def test_labels_are_a_noisy_brighter_subset_never_the_truth(tiny_archive):
     assert expected_flips >= 1 and abs(flipped - expected_flips) <= 2
     assert np.median(matched["mag_r"]) < np.median(truth["mag_r"]) - 0.3
     assert labels.meta["n_flipped"] == expected_flips
+
+
+def test_labels_morphology_is_noisy_truth_of_true_galaxies(tiny_archive):
+    truth, labels = tiny_archive["truth"], tiny_archive["labels"]
+    idx, _, _ = SkyCoord(labels["ra"], labels["dec"]).match_to_catalog_sky(
+        SkyCoord(truth["ra"], truth["dec"]))
+    matched = truth[idx]
+    galaxy = np.asarray(matched["class"]) == "galaxy"
+    n, e = np.asarray(labels["sersic_n"]), np.asarray(labels["ellipticity"])
+    assert np.isnan(n[~galaxy]).all() and np.isnan(e[~galaxy]).all()
+    assert np.isfinite(n[galaxy]).all() and np.isfinite(e[galaxy]).all()
+    dex = np.log10(n[galaxy]) - np.log10(np.asarray(matched["sersic_n"])[galaxy])
+    de = e[galaxy] - np.asarray(matched["ellipticity"])[galaxy]
+    assert galaxy.sum() > 20
+    assert np.abs(dex).max() < 5 * catalogs.LABEL_LOG_SERSIC_SCATTER_DEX
+    assert np.abs(de).max() < 5 * catalogs.LABEL_ELLIPTICITY_SCATTER
+    # noise of the stated size, not the truth copied
+    assert 0.5 < np.std(dex) / catalogs.LABEL_LOG_SERSIC_SCATTER_DEX < 1.5
+    assert ((e >= 0) & (e <= catalogs.LABEL_ELLIPTICITY_MAX))[galaxy].all()
 
 
 def test_labels_with_full_fraction_and_no_noise_still_differ(tiny_archive):

@@ -34,7 +34,7 @@ from astroflow.reduce.cache import ExposureCache
 from astroflow.reduce.calibrate import Exposure, amp_task, finish_exposure
 from astroflow.reduce.cutouts import BandAccumulator, sample_cutouts
 from astroflow.reduce.detect import Catalog, Photometry, detect_objects, flux_to_mag, measure
-from astroflow.reduce.labels import labels_columns, match_labels, read_labels
+from astroflow.reduce.labels import labels_columns, match_labels, match_morphology, read_labels
 from astroflow.reduce.masters import Masters, load_masters
 from astroflow.reduce.store import field_digest, write_field_store, write_parquet, write_text
 
@@ -427,6 +427,10 @@ def reduce_field(
         labels,
         float(cfg["reduce"]["match_radius_arcsec"]),
     ).astype(np.int8)
+    table = table.assign(**match_morphology(
+        table["ra"].to_numpy(), table["dec"].to_numpy(), labels,
+        float(cfg["reduce"]["match_radius_arcsec"]),
+    ))  # fmt: skip
     digest = field_digest(planes["images"], table)
     inputs = {p: reducer.sha256[p] for p in sorted(used)}
     inputs.update(masters.inputs)

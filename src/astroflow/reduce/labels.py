@@ -1,8 +1,11 @@
-"""Attach catalog labels (star/galaxy) to detections by sky position.
+"""Attach catalog labels (star/galaxy, and optionally galaxy morphology) to detections.
 
 A user's catalog may name its columns and classes its own way and come as ECSV, a FITS table
 or CSV: ``data.labels_columns`` maps them onto ``ra``, ``dec`` [deg] and ``class``
-(``star``/``galaxy``), so no one has to rewrite their catalog.
+(``star``/``galaxy``), so no one has to rewrite their catalog. Two columns are optional: a
+Sersic index ``sersic_n`` and an ellipticity ``ellipticity`` (``|g| = (1 - q) / (1 + q)``),
+the targets of the morphology task. A catalog without them labels classes only; a mapping that
+names a column the catalog lacks is an error.
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ DEFAULT_COLUMNS = {
     "class": "class",
     "star": ["star"],
     "galaxy": ["galaxy"],
+    "sersic_n": "sersic_n",
+    "ellipticity": "ellipticity",
 }
+#: Optional morphology columns of a labels catalog (``data.labels_columns`` keys) and the
+#: object-table columns they become (the table's own ``ellipticity`` is the measured one).
+MORPHOLOGY_COLUMNS = {"sersic_n": "label_sersic_n", "ellipticity": "label_ellipticity"}
 _FORMATS = {".ecsv": "ascii.ecsv", ".csv": "ascii.csv", ".fits": "fits", ".fit": "fits"}
 
 
@@ -120,13 +128,25 @@ def read_labels(
             raise ValueError(f"{path}: cannot read labels catalog as {fmt}: {exc}") from exc
         malformed.extend(bad)
     names = {"ra": columns["ra"], "dec": columns["dec"], "class": columns["class"]}
+    # Morphology columns are optional under their default names; a mapped name must exist.
+    for role in MORPHOLOGY_COLUMNS:
+        col = columns.get(role)
+        if col and (col in table.colnames or col != DEFAULT_COLUMNS[role]):
+            names[role] = col
     missing = [f"{col!r} ({role})" for role, col in names.items() if col not in table.colnames]
     if missing:
         raise ValueError(
             f"{path}: labels catalog lacks column(s) {', '.join(missing)}; "
             f"it has {table.colnames} (set data.labels_columns)"
         )
-    if names == {"ra": "ra", "dec": "dec", "class": "class"} and (
+    morphology = {role: names[role] for role in MORPHOLOGY_COLUMNS if role in names}
+    for role, col in morphology.items():
+        if table[col].dtype.kind not in "fiu":
+            raise ValueError(
+                f"{path}: labels catalog column {col!r} ({role}) is not numeric "
+                f"({table[col].dtype}); use NaN or an empty value for unknown"
+            )
+    if names == {"ra": "ra", "dec": "dec", "class": "class", **{r: r for r in morphology}} and (
         columns["star"],
         columns["galaxy"],
     ) == (["star"], ["galaxy"]):
@@ -142,6 +162,8 @@ def read_labels(
     out["ra"] = np.asarray(table[names["ra"]], float)
     out["dec"] = np.asarray(table[names["dec"]], float)
     out["class"] = [to_class(v) for v in table[names["class"]]]
+    for role, col in morphology.items():
+        out[role] = np.ma.filled(np.ma.asarray(table[col], dtype=float), np.nan)
     return out
 
 
@@ -155,14 +177,41 @@ def match_labels(
     out = np.full(len(ra_deg), UNLABELLED, np.int8)
     if len(ra_deg) == 0 or len(labels) == 0:
         return out
+    index, close = _nearest(ra_deg, dec_deg, labels, radius_arcsec)
+    codes = np.array(
+        [LABEL_CODES.get(str(c).strip().lower(), UNLABELLED) for c in labels["class"]], np.int8
+    )
+    out[close] = codes[index[close]]
+    return out
+
+
+def _nearest(
+    ra_deg: np.ndarray, dec_deg: np.ndarray, labels: Table, radius_arcsec: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index of each detection's nearest catalog entry, and whether it lies within radius."""
     det = SkyCoord(np.asarray(ra_deg) * u.deg, np.asarray(dec_deg) * u.deg)
     cat = SkyCoord(
         np.asarray(labels["ra"], float) * u.deg, np.asarray(labels["dec"], float) * u.deg
     )
     index, sep2d, _ = det.match_to_catalog_sky(cat)
-    codes = np.array(
-        [LABEL_CODES.get(str(c).strip().lower(), UNLABELLED) for c in labels["class"]], np.int8
-    )
-    close = sep2d.to_value(u.arcsec) <= radius_arcsec
-    out[close] = codes[index[close]]
+    return index, sep2d.to_value(u.arcsec) <= radius_arcsec
+
+
+def match_morphology(
+    ra_deg: np.ndarray, dec_deg: np.ndarray, labels: Table, radius_arcsec: float
+) -> dict[str, np.ndarray]:
+    """``{label_sersic_n, label_ellipticity}`` per detection from its nearest catalog entry.
+
+    NaN where no entry lies within the radius, where the catalog has no such column, or where
+    the entry's value is missing or not finite. The same nearest entry as :func:`match_labels`.
+    """
+    out = {col: np.full(len(ra_deg), np.nan) for col in MORPHOLOGY_COLUMNS.values()}
+    present = [role for role in MORPHOLOGY_COLUMNS if role in labels.colnames]
+    if len(ra_deg) == 0 or len(labels) == 0 or not present:
+        return out
+    index, close = _nearest(ra_deg, dec_deg, labels, radius_arcsec)
+    for role in present:
+        values = np.ma.filled(np.ma.asarray(labels[role], dtype=float), np.nan)
+        values[~np.isfinite(values)] = np.nan
+        out[MORPHOLOGY_COLUMNS[role]][close] = values[index[close]]
     return out

@@ -5,6 +5,11 @@ user of a real survey would have: a spectroscopic-like subset of ``simulate.labe
 the objects, biased to bright ones (selection probability falls off as a logistic in the
 reference magnitude), with ``simulate.label_noise`` of the classes flipped and 0.05 arcsec of
 astrometric scatter, sorted by RA so its row order says nothing about the truth table.
+
+The labels also carry galaxy morphology, as a catalog of Sersic fits on deeper imaging would:
+``sersic_n`` and ``ellipticity`` (``|g|``) of every labelled object that truly is a galaxy,
+with a measurement noise of 0.05 dex in n and 0.02 in |g| (so the labels are not the truth a
+model is graded against); NaN for true stars, whatever their (possibly flipped) class.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ TRUTH_NOTES = (
 )
 LABEL_POSITION_SCATTER_ARCSEC = 0.05
 LABEL_MAG_SOFTNESS = 0.6
+#: Measurement noise of the labels' morphology: log10 Sersic index [dex] and |g|.
+LABEL_LOG_SERSIC_SCATTER_DEX = 0.05
+LABEL_ELLIPTICITY_SCATTER = 0.02
+#: The labels' |g| stays within [0, LABEL_ELLIPTICITY_MAX] after the noise.
+LABEL_ELLIPTICITY_MAX = 0.95
 
 
 def truth_table(cfg: Mapping, field: str, field_idx: int, pop: Mapping, plans: list) -> Table:
@@ -96,7 +106,8 @@ def _selection_probability(mag: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def make_labels(cfg: Mapping, truth: Table) -> Table:
-    """The labels catalog (``ra``, ``dec``, ``class``) drawn from ``truth``."""
+    """The labels catalog (``ra``, ``dec``, ``class``, ``sersic_n``, ``ellipticity``) drawn
+    from ``truth``."""
     sim = cfg["simulate"]
     rng = rng_for(cfg, LABELS)
     bands = cfg["instrument"]["bands"]
@@ -118,15 +129,41 @@ def make_labels(cfg: Mapping, truth: Table) -> Table:
     jitter = rng.normal(0.0, LABEL_POSITION_SCATTER_ARCSEC / 3600.0, (2, n_label))
     ra = ra + jitter[0] / np.cos(np.radians(dec))
     dec = dec + jitter[1]
+    sersic_n, ellipticity = _labelled_morphology(rng, truth, chosen)
     order = np.argsort(ra, kind="stable")
     labels = Table()
     labels["ra"] = ra[order] * u.deg
     labels["dec"] = dec[order] * u.deg
     labels["class"] = classes[order]
+    labels["sersic_n"] = sersic_n[order]
+    labels["ellipticity"] = ellipticity[order]
     labels.meta = {
         "description": "spectroscopic-like labels: brighter-biased, incomplete, with label noise",
         "label_fraction": float(sim["label_fraction"]),
         "label_noise": float(sim["label_noise"]),
         "n_flipped": n_flip,
+        "morphology": (
+            "sersic_n and ellipticity (|g| = (1 - q) / (1 + q)) of true galaxies, with "
+            f"{LABEL_LOG_SERSIC_SCATTER_DEX} dex and {LABEL_ELLIPTICITY_SCATTER} noise; NaN else"
+        ),
     }
     return labels
+
+
+def _labelled_morphology(
+    rng: np.random.Generator, truth: Table, chosen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy Sersic index and |g| of the ``chosen`` truth rows; NaN for true stars.
+
+    Drawn after every other label quantity, so adding them left positions and classes as
+    they were for a given seed.
+    """
+    is_galaxy = np.asarray(truth["class"])[chosen] == "galaxy"
+    n_true = np.asarray(truth["sersic_n"], dtype=float)[chosen]
+    e_true = np.asarray(truth["ellipticity"], dtype=float)[chosen]
+    noise = rng.normal(0.0, 1.0, (2, len(chosen)))
+    with np.errstate(invalid="ignore"):  # stars: log10(NaN)
+        sersic_n = 10 ** (np.log10(n_true) + LABEL_LOG_SERSIC_SCATTER_DEX * noise[0])
+    ellipticity = np.clip(e_true + LABEL_ELLIPTICITY_SCATTER * noise[1], 0.0,
+                          LABEL_ELLIPTICITY_MAX)  # fmt: skip
+    return np.where(is_galaxy, sersic_n, np.nan), np.where(is_galaxy, ellipticity, np.nan)

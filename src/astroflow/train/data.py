@@ -8,7 +8,9 @@ the next block, so every batch but the last is full). When the selected cutouts 
 ``train.cache_max_mb`` they are read once into memory instead and shuffled globally each epoch.
 
 Both datasets yield ready ``(images, labels)`` batches (DataLoader ``batch_size=None``): there
-is no per-sample ``__getitem__`` and no collate.
+is no per-sample ``__getitem__`` and no collate. The "labels" are the task's targets: the class
+(``(N,)``, 1 galaxy, 0 star) for ``classification``; the catalog's ``(sersic_n, ellipticity)``
+(``(N, 2)``) of labelled galaxies with finite values for ``morphology``.
 
 Under DDP every rank iterates its own share ("shard" = rank x DataLoader worker): batches (in
 memory) or chunks (streaming) are dealt round-robin to shards. A training epoch must give every
@@ -120,32 +122,68 @@ def open_images(store: Path) -> zarr.Array:
     return images
 
 
+#: Training tasks: what a model learns from the cutouts (``train.tasks``).
+TASKS = ("classification", "morphology")
+#: Object-table columns of the morphology targets (the labels catalog's, see reduce.labels).
+MORPHOLOGY_COLUMNS = ("label_sersic_n", "label_ellipticity")
+
+
 @dataclass(frozen=True)
 class FieldRows:
     """Rows of one field's ``images`` array that belong to a split, with their labels."""
 
     store: Path
     rows: np.ndarray  # sorted int64 row indices into images
-    labels: np.ndarray  # float32, aligned with rows
+    labels: np.ndarray  # float32 targets aligned with rows: (n,) classes or (n, 2) morphology
 
 
-def select_rows(index: CutoutIndex, split_table: pd.DataFrame, split: str) -> list[FieldRows]:
-    """Labelled objects of ``split`` per field, rows sorted so chunk reads are contiguous."""
-    merged = index.objects[["object_id", "field", "row", "label"]].merge(
+def task_targets(objects: pd.DataFrame, task: str, source: str = "object table") -> np.ndarray:
+    """Which objects train ``task`` (bool mask) and their targets, as ``(mask, targets)``.
+
+    classification: every labelled object (``label >= 0``), target the class. morphology:
+    labelled galaxies (``label == 1``) whose ``label_sersic_n`` (> 0) and
+    ``label_ellipticity`` are finite, target ``(sersic_n, ellipticity)``.
+    """
+    if task == "classification":
+        mask = objects["label"].to_numpy() >= 0
+        return mask, objects["label"].to_numpy(np.float32)
+    if task != "morphology":
+        raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
+    missing = [c for c in MORPHOLOGY_COLUMNS if c not in objects.columns]
+    if missing:
+        raise ValueError(
+            f"{source}: no morphology labels (column(s) {missing}); the labels catalog needs "
+            "sersic_n and ellipticity columns (data.labels_columns) for the morphology task"
+        )
+    targets = objects[list(MORPHOLOGY_COLUMNS)].to_numpy(np.float64)
+    mask = (
+        (objects["label"].to_numpy() == 1)
+        & np.isfinite(targets).all(axis=1)
+        & (np.nan_to_num(targets[:, 0]) > 0)
+    )
+    return mask, targets.astype(np.float32)
+
+
+def select_rows(
+    index: CutoutIndex, split_table: pd.DataFrame, split: str, task: str = "classification"
+) -> list[FieldRows]:
+    """Objects of ``split`` that train ``task``, per field, rows sorted so chunk reads are
+    contiguous (see :func:`task_targets`)."""
+    merged = index.objects.merge(
         split_table[["object_id", "split"]], on="object_id", how="left", validate="one_to_one"
     )
     if merged["split"].isna().any():
         missing = merged.loc[merged["split"].isna(), "object_id"].iloc[0]
         raise ValueError(f"split table: object {missing!r} has no split")
-    keep = merged[(merged["split"] == split) & (merged["label"] >= 0)].sort_values(["field", "row"])
+    usable, targets = task_targets(merged, task, str(index.root / "index.json"))
+    keep = np.flatnonzero(usable & (merged["split"] == split).to_numpy())
+    keep = keep[np.lexsort((merged["row"].to_numpy()[keep], merged["field"].to_numpy()[keep]))]
+    fields = merged["field"].to_numpy()[keep]
     out = []
-    for field, group in keep.groupby("field", sort=True):
+    for field in sorted(set(fields.tolist())):
+        sel = keep[fields == field]
         out.append(
-            FieldRows(
-                index.stores[field],
-                group["row"].to_numpy(np.int64),
-                group["label"].to_numpy(np.float32),
-            )
+            FieldRows(index.stores[field], merged["row"].to_numpy(np.int64)[sel], targets[sel])
         )
     return out
 
@@ -366,6 +404,9 @@ class CutoutDataModule(L.LightningDataModule):
         DataLoader worker processes.
     chunks_per_block
         Zarr chunks per shuffle block when streaming.
+    task
+        ``classification`` (labels: the class) or ``morphology`` (labels: the catalog's
+        ``(sersic_n, ellipticity)`` of galaxies), see :func:`task_targets`.
     """
 
     def __init__(
@@ -377,8 +418,10 @@ class CutoutDataModule(L.LightningDataModule):
         cache_max_mb: float = 1024.0,
         num_workers: int = 0,
         chunks_per_block: int = 4,
+        task: str = "classification",
     ) -> None:
         super().__init__()
+        self.task = task
         self.index = index
         self.split_table = split_table
         self.batch_size = batch_size
@@ -387,11 +430,15 @@ class CutoutDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.chunks_per_block = chunks_per_block
         self.datasets: dict[str, _EpochSeeded] = {}
-        self.rows = {s: select_rows(index, split_table, s) for s in ("train", "val", "test")}
+        self.rows = {s: select_rows(index, split_table, s, task) for s in ("train", "val", "test")}
 
     @classmethod
     def from_config(
-        cls, cfg: dict, index: CutoutIndex, split_table: pd.DataFrame
+        cls,
+        cfg: dict,
+        index: CutoutIndex,
+        split_table: pd.DataFrame,
+        task: str = "classification",
     ) -> CutoutDataModule:
         """Build from the resolved config's ``train`` section."""
         train = cfg["train"]
@@ -402,11 +449,34 @@ class CutoutDataModule(L.LightningDataModule):
             seed=cfg["seed"],
             cache_max_mb=train["cache_max_mb"],
             num_workers=train["num_workers"],
+            task=task,
         )
 
     def n_labelled(self, split: str) -> int:
         """Labelled objects in ``split``."""
         return sum(len(fr.rows) for fr in self.rows[split])
+
+    def check_targets(self) -> None:
+        """Fail early, naming the index, when train or val cannot train the task.
+
+        classification: :meth:`check_classes`. morphology: train and val each need at least two
+        galaxies with catalog morphology (the standardisation and the NMAD need two).
+        """
+        if self.task == "classification":
+            self.check_classes()
+            return
+        for split in ("train", "val"):
+            if self.n_labelled(split) < 2:
+                raise ValueError(
+                    f"{self.index.root / 'index.json'}: the {split!r} split has "
+                    f"{self.n_labelled(split)} labelled galaxies with a finite Sersic index and "
+                    "ellipticity; the morphology task needs at least 2: add fields or reduce "
+                    "train.split.cell_arcsec"
+                )
+
+    def train_targets(self) -> np.ndarray:
+        """Targets of every training object, concatenated (fits the target standardisation)."""
+        return np.concatenate([fr.labels for fr in self.rows["train"]])
 
     def check_classes(self) -> None:
         """Fail early, naming the index, when train or val lacks stars or galaxies.

@@ -40,7 +40,8 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from astroflow.config import config_hash
 from astroflow.train.data import CutoutDataModule
-from astroflow.train.module import StarGalaxyModule
+from astroflow.train.module import CutoutModule, StarGalaxyModule
+from astroflow.train.morphology import MorphologyModule, fit_target_scaler
 from astroflow.train.normalize import fit_band_scale_njy
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ HPC_CKPT_GLOB = "hpc_ckpt_*.ckpt"  # Lightning's SLURM requeue checkpoints (defa
 FINGERPRINT_KEY = "astroflow_fingerprint"
 RNG_KEY = "astroflow_rng_states"  # global RNG states at the end of the saved epoch
 MONITOR = "val/auc"
+#: What each task's checkpoint and early stopping follow, and in which direction.
+TASK_MONITOR = {"classification": (MONITOR, "max"), "morphology": ("val/loss", "min")}
 
 
 class ActiveRunLogger(Logger):
@@ -206,17 +209,18 @@ def set_rng_states(states: Mapping) -> None:
         torch.cuda.set_rng_state_all(states["torch_cuda"])
 
 
-def fit_fingerprint(cfg: Mapping, model_name: str, dataset_digest: str) -> str:
+def fit_fingerprint(
+    cfg: Mapping, model_name: str, dataset_digest: str, task: str = "classification"
+) -> str:
     """What a checkpoint must have been written for to be resumed: seed, train config, model,
-    dataset. (Anything else, e.g. a longer ``max_epochs``, changes the schedule: start again.)"""
-    return config_hash(
-        {
-            "seed": cfg["seed"],
-            "train": cfg["train"],
-            "model": model_name,
-            "dataset_digest": dataset_digest,
-        }
-    )
+    dataset, task. (Anything else, e.g. a longer ``max_epochs``, changes the schedule: start
+    again.) ``train.tasks`` is left out: it chooses which fits run, not what one fit does."""
+    train = {k: v for k, v in cfg["train"].items() if k != "tasks"}
+    spec = {"seed": cfg["seed"], "train": train, "model": model_name}
+    spec["dataset_digest"] = dataset_digest
+    if task != "classification":
+        spec["task"] = task
+    return config_hash(spec)
 
 
 def _checkpoint_fingerprint(path: Path) -> str | None:
@@ -267,13 +271,15 @@ def build_trainer(
     ckpt_dir: Path,
     logger: Logger | None = None,
     extra_callbacks: Sequence[L.Callback] = (),
+    task: str = "classification",
     **overrides: Any,
 ) -> L.Trainer:
     """A Trainer from the ``train`` config section.
 
-    ModelCheckpoint keeps ``ckpt_dir/best.ckpt`` at the best ``val/auc``; EarlyStopping watches
-    the same metric; LearningRateMonitor runs when there is a logger. Deterministic algorithms
-    are on, so the same config and data give the same metrics. ``train.devices`` > 1 trains
+    ModelCheckpoint keeps ``ckpt_dir/best.ckpt`` at the best ``val/auc`` (``val/loss`` for the
+    morphology task, see :data:`TASK_MONITOR`); EarlyStopping watches the same metric;
+    LearningRateMonitor runs when there is a logger. Deterministic algorithms are on, so the
+    same config and data give the same metrics. ``train.devices`` > 1 trains
     with DDP; ``train.precision: auto`` is bf16-mixed on a GPU; on SLURM the job requeues itself
     on the scheduler's warning signal.
     """
@@ -282,17 +288,18 @@ def build_trainer(
     if accelerator == "gpu":
         # Required by cuBLAS for deterministic matmuls; must be set before CUDA initialises.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    monitor, mode = TASK_MONITOR[task]
     callbacks = [
         ModelCheckpoint(
             dirpath=ckpt_dir,
             filename=BEST_CKPT,
-            monitor=MONITOR,
-            mode="max",
+            monitor=monitor,
+            mode=mode,
             save_top_k=1,
             auto_insert_metric_name=False,
             enable_version_counter=False,
         ),
-        EarlyStopping(monitor=MONITOR, mode="max", patience=train_cfg["early_stopping_patience"]),
+        EarlyStopping(monitor=monitor, mode=mode, patience=train_cfg["early_stopping_patience"]),
     ]
     if overrides.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=10))
@@ -318,8 +325,9 @@ def build_trainer(
     return L.Trainer(**kwargs)
 
 
-def build_module(cfg: Mapping, model_name: str, datamodule: CutoutDataModule) -> StarGalaxyModule:
-    """A fresh module whose normalisation is fitted on the datamodule's training split."""
+def build_module(cfg: Mapping, model_name: str, datamodule: CutoutDataModule) -> CutoutModule:
+    """A fresh module of the datamodule's task whose normalisation (and, for morphology, target
+    standardisation) is fitted on the datamodule's training split."""
     train = cfg["train"]
     n_bands, size, _ = datamodule.cutout_shape()
     if n_bands != len(cfg["instrument"]["bands"]):
@@ -333,15 +341,21 @@ def build_module(cfg: Mapping, model_name: str, datamodule: CutoutDataModule) ->
         "band scale [nJy]: %s",
         dict(zip(cfg["instrument"]["bands"], scale.round(3).tolist(), strict=True)),
     )
-    return StarGalaxyModule(
-        model_name=model_name,
-        n_bands=n_bands,
-        crop_size=train["crop_size"],
-        band_scale_njy=scale.tolist(),
-        optimizer=train["optimizer"],
-        learning_rate=train["learning_rate"],
-        weight_decay=train["weight_decay"],
-    )
+    common = {
+        "model_name": model_name,
+        "n_bands": n_bands,
+        "crop_size": train["crop_size"],
+        "band_scale_njy": scale.tolist(),
+        "optimizer": train["optimizer"],
+        "learning_rate": train["learning_rate"],
+        "weight_decay": train["weight_decay"],
+    }
+    if datamodule.task == "morphology":
+        mean, std = fit_target_scaler(datamodule.train_targets())
+        log.info("morphology targets (log10 sersic_n, ellipticity): mean %s, std %s",
+                 np.round(mean, 4).tolist(), np.round(std, 4).tolist())  # fmt: skip
+        return MorphologyModule(**common, target_mean=mean, target_std=std)
+    return StarGalaxyModule(**common)
 
 
 def train_model(
@@ -353,8 +367,10 @@ def train_model(
     ckpt_path: str | Path | None = None,
     extra_callbacks: Sequence[L.Callback] = (),
     **trainer_overrides: Any,
-) -> tuple[L.Trainer, StarGalaxyModule]:
+) -> tuple[L.Trainer, CutoutModule]:
     """Seed everything, build module and Trainer, fit (or resume); return both.
+
+    The task (classification or morphology) is the datamodule's.
 
     Checkpoints are written to ``out_dir/checkpoints/`` (Lightning warns about a non-empty
     checkpoint folder, and ``out_dir`` holds the split); afterwards the best one is moved to
@@ -377,7 +393,7 @@ def train_model(
     ckpt_dir = out_dir / CKPT_WORK_DIR
     rank_zero = env_global_rank() == 0
     out_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = fit_fingerprint(cfg, model_name, datamodule.index.digest)
+    fingerprint = fit_fingerprint(cfg, model_name, datamodule.index.digest, datamodule.task)
     resumed = ckpt_path is None and (ckpt_path := find_resume_checkpoint(out_dir, fingerprint))
     if resumed:
         log.info("resuming the interrupted fit from %s", ckpt_path)
@@ -388,7 +404,12 @@ def train_model(
     callbacks = [LastCheckpoint(out_dir / LAST_CKPT, fingerprint), *extra_callbacks]
     trainer_overrides.setdefault("default_root_dir", str(out_dir))  # SLURM's hpc_ckpt_* go here
     trainer = build_trainer(
-        cfg["train"], ckpt_dir, logger=logger, extra_callbacks=callbacks, **trainer_overrides
+        cfg["train"],
+        ckpt_dir,
+        logger=logger,
+        extra_callbacks=callbacks,
+        task=datamodule.task,
+        **trainer_overrides,
     )
     # Lightning fits a compiled LightningModule and saves the original's weights.
     fit_module = torch.compile(module) if cfg["train"].get("compile", False) else module

@@ -1,9 +1,12 @@
-"""Save, log and register the trained classifier as an MLflow model.
+"""Save, log and register the trained classifier (or morphology regressor) as an MLflow model.
 
 The served object is :class:`~astroflow.train.nets.GalaxyProbability`: raw nJy cutouts in,
 ``p_galaxy`` out, with crop and normalisation inside, so ``mlflow.pyfunc.load_model(dir)
-.predict(cutouts)`` needs nothing else. The same model goes to ``results/train/<model>/model/``
-(what Snakemake tracks and evaluation loads) and into the run's artifacts (registered).
+.predict(cutouts)`` needs nothing else. For the morphology task it is
+:class:`~astroflow.train.morphology.MorphologyPrediction`: raw cutouts in, ``(N, 2)``
+``(sersic_n, ellipticity)`` out in physical units, the target standardisation undone inside.
+The same model goes to ``results/train/<model>/model/`` (what Snakemake tracks and evaluation
+loads) and into the run's artifacts (registered).
 
 The model is stored as a ``torch.export`` program (MLflow's ``pt2`` format), not a pickle:
 loading it runs no arbitrary code and does not need astroflow installed; batch and spatial
@@ -23,7 +26,11 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from astroflow import __version__
+from astroflow.train.morphology import TARGETS, MorphologyPrediction, MorphologyRegressor
 from astroflow.train.nets import GalaxyProbability, StarGalaxyClassifier
+
+#: A trained network of either task.
+Trained = StarGalaxyClassifier | MorphologyRegressor
 
 ARTIFACT_NAME = "model"
 
@@ -46,22 +53,40 @@ def import_mlflow_flavors() -> None:
 import_mlflow_flavors()
 
 
-def model_signature(n_bands: int) -> ModelSignature:
-    """Input ``(N, n_bands, S, S)`` float32 nJy (any S >= crop); output ``(N,)`` p_galaxy."""
+def model_signature(n_bands: int, n_outputs: int = 1) -> ModelSignature:
+    """Input ``(N, n_bands, S, S)`` float32 nJy (any S >= crop); output ``(N,)`` p_galaxy, or
+    ``(N, n_outputs)`` for a regressor."""
     inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, n_bands, -1, -1))])
-    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1,))])
+    shape = (-1,) if n_outputs == 1 else (-1, n_outputs)
+    outputs = Schema([TensorSpec(np.dtype(np.float32), shape)])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def model_metadata(classifier: StarGalaxyClassifier) -> dict:
-    """What a loader needs besides the program: bands, crop, scale (MLmodel ``metadata``)."""
-    return {
+def model_metadata(classifier: Trained) -> dict:
+    """What a loader needs besides the program: task, bands, crop, scale (MLmodel
+    ``metadata``); for morphology also the output columns and the target standardisation."""
+    meta = {
         "astroflow_version": __version__,
+        "task": "classification",
         "output": "p_galaxy",
         "n_bands": classifier.n_bands,
         "crop_size": classifier.crop_size,
         "band_scale_njy": [float(v) for v in classifier.band_scale_njy],
     }
+    if isinstance(classifier, MorphologyRegressor):
+        meta.update(
+            task="morphology",
+            output=list(TARGETS),
+            target_transform=["log10", "identity"],
+            target_mean=[float(v) for v in classifier.target_mean],
+            target_std=[float(v) for v in classifier.target_std],
+        )
+    return meta
+
+
+def _signature(classifier: Trained) -> ModelSignature:
+    n_outputs = len(TARGETS) if isinstance(classifier, MorphologyRegressor) else 1
+    return model_signature(classifier.n_bands, n_outputs)
 
 
 def pip_requirements() -> list[str]:
@@ -73,9 +98,12 @@ def pip_requirements() -> list[str]:
     ]
 
 
-def served_model(classifier: StarGalaxyClassifier) -> GalaxyProbability:
+def served_model(classifier: Trained) -> GalaxyProbability | MorphologyPrediction:
     """The CPU, eval-mode, contiguous-format module that gets exported."""
-    model = GalaxyProbability(classifier).to("cpu").eval()
+    if isinstance(classifier, MorphologyRegressor):
+        model = MorphologyPrediction(classifier).to("cpu").eval()
+    else:
+        model = GalaxyProbability(classifier).to("cpu").eval()
     return model.to(memory_format=torch.contiguous_format)
 
 
@@ -86,7 +114,7 @@ def export_example(example: np.ndarray) -> np.ndarray:
     return example if len(example) >= 2 else np.repeat(example[:1], 2, axis=0)
 
 
-def save_model_dir(classifier: StarGalaxyClassifier, model_dir: Path, example: np.ndarray) -> None:
+def save_model_dir(classifier: Trained, model_dir: Path, example: np.ndarray) -> None:
     """Write the MLflow model directory (replacing an old one: save_model refuses to overwrite)."""
     model_dir = Path(model_dir)
     if model_dir.exists():
@@ -94,7 +122,7 @@ def save_model_dir(classifier: StarGalaxyClassifier, model_dir: Path, example: n
     mlflow.pytorch.save_model(
         served_model(classifier),
         str(model_dir),
-        signature=model_signature(classifier.n_bands),
+        signature=_signature(classifier),
         input_example=export_example(example),
         pip_requirements=pip_requirements(),
         metadata=model_metadata(classifier),
@@ -103,13 +131,13 @@ def save_model_dir(classifier: StarGalaxyClassifier, model_dir: Path, example: n
 
 
 def log_and_register(
-    classifier: StarGalaxyClassifier, example: np.ndarray, registered_name: str
+    classifier: Trained, example: np.ndarray, registered_name: str
 ) -> mlflow.models.model.ModelInfo:
     """Log the model to the active run and register it as a new version of ``registered_name``."""
     return mlflow.pytorch.log_model(
         served_model(classifier),
         name=ARTIFACT_NAME,
-        signature=model_signature(classifier.n_bands),
+        signature=_signature(classifier),
         input_example=export_example(example),
         pip_requirements=pip_requirements(),
         metadata=model_metadata(classifier),

@@ -2,6 +2,9 @@
 
 Augmentation (random crop to ``crop_size``, random dihedral transform) runs on the batch after
 it reaches the device, so a GPU does it and the loader only reads and slices.
+:class:`CutoutModule` holds what every task's module shares (the per-epoch shuffle and the
+optimiser with its schedule); the morphology regressor's module
+(:mod:`astroflow.train.morphology`) derives from it too.
 """
 
 from __future__ import annotations
@@ -18,7 +21,45 @@ from astroflow.train.augment import random_crop, random_dihedral
 from astroflow.train.nets import StarGalaxyClassifier, build_net
 
 
-class StarGalaxyModule(L.LightningModule):
+class CutoutModule(L.LightningModule):
+    """What the modules of all tasks share: the epoch's shuffle and the optimiser.
+
+    Subclasses save ``optimizer``, ``learning_rate`` and ``weight_decay`` as hyperparameters.
+    """
+
+    def on_train_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "set_epoch"):
+            datamodule.set_epoch(self.current_epoch)
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(
+                self.parameters(),
+                lr=hp.learning_rate,
+                momentum=0.9,
+                nesterov=True,
+                weight_decay=hp.weight_decay,
+            )
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda step: max(0.0, 1.0 - step / total_steps)
+            )
+        elif hp.optimizer == "adamw":
+            opt = torch.optim.AdamW(
+                self.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay
+            )
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt,
+                lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)),
+            )
+        else:
+            raise ValueError(f"train.optimizer: unknown optimizer {hp.optimizer!r} (sgd, adamw)")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class StarGalaxyModule(CutoutModule):
     """Train/validate a star/galaxy classifier.
 
     Parameters
@@ -68,11 +109,6 @@ class StarGalaxyModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(x)
 
-    def on_train_epoch_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "set_epoch"):
-            datamodule.set_epoch(self.current_epoch)
-
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
@@ -92,29 +128,3 @@ class StarGalaxyModule(L.LightningModule):
         self.val_auc.update(torch.sigmoid(logits), y.long())
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log("val/auc", self.val_auc, on_epoch=True, prog_bar=True, batch_size=len(y))
-
-    def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(
-                self.parameters(),
-                lr=hp.learning_rate,
-                momentum=0.9,
-                nesterov=True,
-                weight_decay=hp.weight_decay,
-            )
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda step: max(0.0, 1.0 - step / total_steps)
-            )
-        elif hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(
-                self.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay
-            )
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt,
-                lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)),
-            )
-        else:
-            raise ValueError(f"train.optimizer: unknown optimizer {hp.optimizer!r} (sgd, adamw)")
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

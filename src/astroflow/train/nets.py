@@ -4,6 +4,8 @@
 (any size >= ``crop_size``), centre-crops them, applies ``arcsinh(x / band_scale_njy)`` with the
 per-band scale stored as a buffer, and returns one logit per object (galaxy = positive). So the
 MLflow model, the checkpoint and evaluation all apply exactly the training-time preprocessing.
+The architectures end in ``n_outputs`` units: 1 for the classifier, 2 for the morphology
+regressor (:mod:`astroflow.train.morphology`), which shares the same preprocessing.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ class KimBrunner2016(nn.Module):
     """The star/galaxy CNN of Kim & Brunner 2016 (MNRAS 464, 4463), Table 1.
 
     conv 32@5x5, conv 32@3x3, maxpool 2; 3 x conv 64@3x3, maxpool 2; 3 x conv 128@3x3,
-    maxpool 2; FC 2048, dropout 0.5, FC 2048, dropout 0.5, FC 1. Leaky ReLU, 'same' padding.
+    maxpool 2; FC 2048, dropout 0.5, FC 2048, dropout 0.5, FC ``n_outputs`` (1 in the paper).
+    Leaky ReLU, 'same' padding.
     """
 
-    def __init__(self, n_bands: int, crop_size: int) -> None:
+    def __init__(self, n_bands: int, crop_size: int, n_outputs: int = 1) -> None:
         super().__init__()
         layers: list[nn.Module] = [*_conv(n_bands, 32, 5), *_conv(32, 32, 3), nn.MaxPool2d(2)]
         layers += [*_conv(32, 64, 3), *_conv(64, 64, 3), *_conv(64, 64, 3), nn.MaxPool2d(2)]
@@ -46,7 +49,7 @@ class KimBrunner2016(nn.Module):
             nn.Linear(2048, 2048),
             nn.LeakyReLU(LEAKY_SLOPE),
             nn.Dropout(0.5),
-            nn.Linear(2048, 1),
+            nn.Linear(2048, n_outputs),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,10 +83,17 @@ class BasicBlock(nn.Module):
 
 class SmallResNet(nn.Module):
     """A small ResNet for ~44-pixel cutouts: stem 32, stages 32/64/128 (one block each,
-    stride 2 between), global average pooling, one logit. ~0.7 M parameters, quick on a CPU.
+    stride 2 between), global average pooling, ``n_outputs`` units (one logit for the
+    classifier). ~0.7 M parameters, quick on a CPU.
     """
 
-    def __init__(self, n_bands: int, crop_size: int, widths: Sequence[int] = (32, 64, 128)) -> None:
+    def __init__(
+        self,
+        n_bands: int,
+        crop_size: int,
+        n_outputs: int = 1,
+        widths: Sequence[int] = (32, 64, 128),
+    ) -> None:
         super().__init__()
         del crop_size  # global pooling: any input size works
         self.stem = nn.Sequential(
@@ -96,7 +106,7 @@ class SmallResNet(nn.Module):
             blocks.append(BasicBlock(c_in, width, stride=1 if k == 0 else 2))
             c_in = width
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, 1))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, n_outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.stem(x)))
@@ -105,11 +115,19 @@ class SmallResNet(nn.Module):
 NETS = {"kim_brunner": KimBrunner2016, "resnet": SmallResNet}
 
 
-def build_net(name: str, n_bands: int, crop_size: int) -> nn.Module:
-    """The architecture called ``name`` (a ``train.models`` entry)."""
+def build_net(name: str, n_bands: int, crop_size: int, n_outputs: int = 1) -> nn.Module:
+    """The architecture called ``name`` (a ``train.models`` entry) with ``n_outputs`` units."""
     if name not in NETS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(NETS)}")
-    return NETS[name](n_bands, crop_size)
+    return NETS[name](n_bands, crop_size, n_outputs)
+
+
+def normalise_cutouts(
+    x: torch.Tensor, crop_size: int, band_scale_njy: torch.Tensor
+) -> torch.Tensor:
+    """Centre crop, replace non-finite pixels (off-detector) by 0, arcsinh stretch per band."""
+    x = center_crop(torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), crop_size)
+    return torch.asinh(x / band_scale_njy.to(x.dtype)[None, :, None, None])
 
 
 class StarGalaxyClassifier(nn.Module):
@@ -138,8 +156,7 @@ class StarGalaxyClassifier(nn.Module):
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Centre crop, replace non-finite pixels (off-detector) by 0, arcsinh stretch."""
-        x = center_crop(torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), self.crop_size)
-        return torch.asinh(x / self.band_scale_njy.to(x.dtype)[None, :, None, None])
+        return normalise_cutouts(x, self.crop_size, self.band_scale_njy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.normalise(x).contiguous(memory_format=torch.channels_last)
