@@ -65,13 +65,27 @@ STAGE_SECTIONS = {
 }
 
 
+# Keys that decide which jobs exist, not what any job computes: left out of every job's
+# params, so adding the morphology task does not retrain or re-reduce anything it leaves alone.
+DAG_ONLY_KEYS = {"train": {"tasks"}}
+# Single keys of other sections that a stage reads: the labels catalog's column mapping
+# (reduce matches the catalog to detections).
+STAGE_KEYS = {"reduce": {"data": ["labels_columns"]}}
+
+
 def stage_config(stage, tracked=False):
     """The config a stage's command receives as --config-json (shell-quoted with :q).
 
     ``tracked`` adds the tracking section, for jobs that open an MLflow run.
     """
     keys = STAGE_SECTIONS[stage] + (["tracking"] if tracked or stage == "tracking" else [])
-    return json.dumps({key: config[key] for key in keys}, sort_keys=True)
+    cfg = {key: config[key] for key in keys}
+    for key, drop in DAG_ONLY_KEYS.items():
+        if key in cfg:
+            cfg[key] = {k: v for k, v in cfg[key].items() if k not in drop}
+    for section, names in STAGE_KEYS.get(stage, {}).items():
+        cfg[section] = {name: config[section][name] for name in names}
+    return json.dumps(cfg, sort_keys=True)
 
 
 # The instrument profile's contents (not just its name): editing the YAML reruns reduction.
@@ -83,6 +97,7 @@ RAW = config["data"]["raw_dir"]
 LABELS = config["data"]["labels"]
 TRUTH = config["data"]["truth"]
 MODELS = config["train"]["models"]
+MORPHOLOGY = "morphology" in config["train"]["tasks"]
 
 if config["simulate"]["enabled"]:
     from astroflow.simulate import layout as _layout
@@ -103,6 +118,8 @@ else:
     FIELDS = sorted(SCIENCE)
 
 
+# A model name never holds a slash, so results/train/{model}/... cannot swallow the
+# morphology task's results/train/{model}/morphology/... paths.
 wildcard_constraints:
     field="[A-Za-z0-9_.+-]+",
     model="|".join(["kim_brunner", "resnet"]),

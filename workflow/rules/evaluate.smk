@@ -13,6 +13,16 @@ rule evaluate:
         # raw detection frames and masters for the SExtractor CLASS_STAR/SPREAD_MODEL baselines
         exposures=[path for field in FIELDS for path in SCIENCE[field]],
         calib="results/reduce/calib/masters.json",
+        # the morphology regressor, scored into metrics.json's "morphology" key
+        morphology=(
+            [
+                "results/train/{model}/morphology/model",
+                "results/train/{model}/morphology/split.parquet",
+                "results/train/{model}/morphology/run.json",
+            ]
+            if MORPHOLOGY
+            else []
+        ),
     output:
         metrics=report(
             "results/evaluate/{model}/metrics.json",
@@ -36,6 +46,9 @@ rule evaluate:
         train_dir=lambda wildcards, input: os.path.dirname(input.run),
         out=lambda wildcards, output: os.path.dirname(output.run),
         calib=lambda wildcards, input: os.path.dirname(input.calib),
+        morphology=lambda wildcards, input: (
+            os.path.dirname(input.morphology[-1]) if input.morphology else ""
+        ),
     log:
         "logs/evaluate/{model}.log",
     benchmark:
@@ -50,4 +63,5 @@ rule evaluate:
         "ASTROFLOW_RULE=evaluate astroflow evaluate --config-json {params.cfg:q}"
         " --model {wildcards.model:q} --index {input.index:q} --train-dir {params.train_dir:q}"
         " --truth {input.truth:q} --exposures {input.exposures:q} --calib {params.calib:q}"
+        " --morphology-dir {params.morphology:q}"
         " --out-dir {params.out:q} --threads {threads} > {log:q} 2>&1"

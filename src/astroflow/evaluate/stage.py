@@ -10,7 +10,9 @@ Command line (what the Snakemake rule runs)::
 ``--exposures`` (raw science exposures, any band and field) and ``--calib`` (the masters folder
 of ``reduce calib``) feed the SExtractor baselines; without them, or without the
 ``source-extractor``/``psfex`` programs, those baselines are skipped with the reason in
-metrics.json.
+metrics.json. ``--morphology-dir results/train/<model>/morphology`` (when ``train.tasks`` has
+``morphology``) also scores the morphology regressor and its moments baseline
+(:mod:`astroflow.evaluate.morphology`) into metrics.json's ``morphology`` key.
 
 The work is split so that each part can be tested on its own:
 
@@ -48,6 +50,12 @@ from astroflow.evaluate.inputs import (
     truth_is_given,
 )
 from astroflow.evaluate.metrics import HEADLINE
+from astroflow.evaluate.morphology import PLOT_NAMES as MORPHOLOGY_PLOT_NAMES
+from astroflow.evaluate.morphology import (
+    MorphologyResult,
+    evaluate_morphology,
+    morphology_mlflow_metrics,
+)
 from astroflow.evaluate.saliency import (
     SALIENCY_PER_GROUP,
     integrated_gradients,
@@ -72,8 +80,9 @@ GALLERY_SIZE = 16
 #: has a caption for each name.
 PLOT_NAMES = ("roc", "purity_completeness_vs_mag", "reliability", "worst_misclassified")
 #: Plots written when they apply: ``saliency`` when the classifier exposes a differentiable
-#: torch model, ``reliability_calibration`` with ``evaluate.calibration: temperature``.
-OPTIONAL_PLOT_NAMES = ("saliency", "reliability_calibration")
+#: torch model, ``reliability_calibration`` with ``evaluate.calibration: temperature``, the
+#: morphology plots when the morphology task is evaluated.
+OPTIONAL_PLOT_NAMES = ("saliency", "reliability_calibration", *MORPHOLOGY_PLOT_NAMES)
 
 PredictProba = Callable[..., np.ndarray]
 
@@ -134,6 +143,8 @@ class Extras:
         Differentiable ``torch.Tensor -> p_galaxy`` of the model, for the saliency maps.
     device : str or None
         Torch device of ``forward``.
+    morphology : MorphologyResult or None
+        The morphology task's metrics block and prediction columns (on the rows of ``test``).
     """
 
     skipped: dict[str, str] = field(default_factory=dict)
@@ -143,6 +154,7 @@ class Extras:
     p_uncalibrated: np.ndarray | None = None
     forward: Callable | None = None
     device: str | None = None
+    morphology: MorphologyResult | None = None
 
 
 def _json_default(value):
@@ -202,6 +214,8 @@ def evaluate_scores(
                     truth_source, skipped=extras.skipped)
     if extras.sextractor is not None:
         doc["sextractor"] = extras.sextractor
+    if extras.morphology is not None:
+        doc["morphology"] = extras.morphology.block
     p_raw = None
     if extras.temperature is None:
         doc["calibration"] = {"method": "none"}
@@ -240,6 +254,9 @@ def evaluate_scores(
     for extra in ("truth_id", "truth_sep_arcsec"):
         if extra in test.columns:
             pred[extra] = test[extra].to_numpy()
+    if extras.morphology is not None:
+        for name, values in extras.morphology.columns.items():
+            pred[name] = np.asarray(values, dtype=np.float64)
     for b in bands:
         if f"mag_{b}" in test.columns:
             pred[f"mag_{b}"] = test[f"mag_{b}"].to_numpy(dtype=np.float64)
@@ -303,6 +320,21 @@ def _load_classifier(model_dir: Path):
     return load_classifier(model_dir)
 
 
+def _load_morphology(model_dir: Path):
+    from astroflow.train.inference import load_morphology
+
+    return load_morphology(model_dir)
+
+
+def check_same_split(classification: Path, morphology: Path) -> None:
+    """Raise when the two tasks' split tables differ: evaluation scores both on one test set."""
+    a, b = (pd.read_parquet(p, columns=["object_id", "split"]).astype({"split": str})
+            for p in (classification, morphology))
+    if not a.equals(b):
+        raise ValueError(f"{morphology}: the morphology model's split differs from {classification}"
+                         "; retrain both from the same reduce outputs and config")
+
+
 def _set_threads(threads: int) -> None:
     try:
         import torch
@@ -354,6 +386,7 @@ def run(
     load_classifier: Callable[[Path], object] = _load_classifier,
     exposures: list[str] | None = None,
     calib_dir: str | Path | None = None,
+    morphology_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate one trained model; returns the metrics document.
 
@@ -363,6 +396,7 @@ def run(
     differentiable ``torch.Tensor -> p_galaxy`` module) the saliency maps are drawn.
     ``exposures`` (raw science exposures) and ``calib_dir`` (masters of ``reduce calib``) feed
     the SExtractor baselines, which are skipped with a reason without them.
+    ``morphology_dir`` (``results/train/<model>/morphology``) adds the morphology task.
     """
     import mlflow
 
@@ -377,13 +411,21 @@ def run(
         raise KeyError(f"{train_dir / 'run.json'}: train run record lacks 'run_id'")
     train_run_id = train_run["run_id"]
     objects = attach_split(objects, train_dir / "split.parquet")
+    upstream = {"train": train_run_id}
+    if morphology_dir:
+        morphology_dir = Path(morphology_dir)
+        morph_run = read_json(morphology_dir / "run.json", "morphology train run record")
+        if "run_id" not in morph_run:
+            raise KeyError(f"{morphology_dir / 'run.json'}: train run record lacks 'run_id'")
+        upstream["train_morphology"] = morph_run["run_id"]
+        check_same_split(train_dir / "split.parquet", morphology_dir / "split.parquet")
 
     with tracking.stage_run(
         cfg,
         stage="evaluate",
         run_name=f"evaluate-{model}",
         dataset_digest=index["digest"],
-        upstream_run_ids={"train": train_run_id},
+        upstream_run_ids=upstream,
         tags={"model": model},
         dataset_source=index_path,
         input_files={"truth": truth} if truth_is_given(truth) else None,
@@ -421,8 +463,14 @@ def run(
         scores = {"model": p_model, **sex.scores, **score_baselines(
             train, test, list(cfg["instrument"]["bands"]), int(cfg["seed"]), n_jobs=threads
         )}
+        if morphology_dir:
+            regressor = _load_morphology(morphology_dir / "model")
+            extras.morphology = evaluate_morphology(cfg, test, truth, source, regressor.predict,
+                                                    reader.batches, out_dir / "plots")
         doc = evaluate_scores(cfg, test, scores, source, reader.read, out_dir, extras)
         mlflow.log_metrics(headline_mlflow_metrics(doc))
+        if "morphology" in doc:
+            mlflow.log_metrics(morphology_mlflow_metrics(doc["morphology"]))
         if sex.skipped:
             mlflow.set_tag("sextractor_skipped", sex.skipped[:5000])
         if extras.temperature is not None:
@@ -464,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calib", default=None, metavar="DIR",
                         help="masters folder of `astroflow reduce calib` (masters.json), to "
                         "calibrate those exposures")
+    parser.add_argument("--morphology-dir", nargs="?", const="", default="", type=str,
+                        help="train output folder of the morphology task (model/, split.parquet,"
+                        " run.json); '' or no value = no morphology evaluation")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -474,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     cfg = resolve_config(args)
     run(cfg, args.model, args.index, args.train_dir, args.truth, args.out_dir, args.threads,
-        exposures=args.exposures, calib_dir=args.calib)
+        exposures=args.exposures, calib_dir=args.calib,
+        morphology_dir=args.morphology_dir or None)
     return 0
 
 

@@ -1,0 +1,273 @@
+"""Evaluate the morphology task: the regressor and the moments baseline on the test galaxies.
+
+Test objects are the classification test split's objects that truly are galaxies and have a
+true Sersic index and ellipticity: from the simulator's truth table when evaluation has one
+(``truth_source: truth``), else from the labels catalog (``label == 1`` with finite
+``label_sersic_n``/``label_ellipticity``). The model and the baseline
+(:mod:`astroflow.evaluate.morphology_baseline`, on the detection-band cutout) are scored on
+exactly these objects, overall and per magnitude bin (``evaluate.mag_bins``), with paired
+percentile-bootstrap intervals (:func:`astroflow.evaluate.bootstrap.bootstrap_metrics`) from a
+stream of their own, so adding the task leaves the classification metrics as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from astropy.table import Table
+
+from astroflow.evaluate import morphology_plots
+from astroflow.evaluate.bootstrap import bootstrap_indices, bootstrap_metrics
+from astroflow.evaluate.morphology_baseline import measure_morphology
+from astroflow.evaluate.morphology_metrics import (
+    MORPHOLOGY_METRICS,
+    OUTLIER_THRESHOLD,
+    QUANTITIES,
+)
+from astroflow.evaluate.summary import magnitude_bin_masks
+
+log = logging.getLogger(__name__)
+
+#: Mixed into the master seed: the morphology bootstrap has its own random stream.
+_SEED_STREAM = zlib.crc32(b"evaluate-morphology")
+#: Name of the classical baseline in metrics.json and predictions.parquet.
+BASELINE = "moments"
+#: Plots written to ``<out-dir>/plots/`` when the morphology task is evaluated.
+PLOT_NAMES = ("morphology_pred_vs_true", "morphology_residual_vs_mag")
+
+
+@dataclass
+class MorphologyResult:
+    """The ``morphology`` block of metrics.json and per-test-row prediction columns."""
+
+    block: dict
+    columns: dict[str, np.ndarray]
+
+
+def true_morphology(
+    test: pd.DataFrame, truth: str | Path | None, source: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(sersic_n, ellipticity)`` of each test row that truly is a galaxy; NaN elsewhere.
+
+    With ``source == "truth"`` the values come from the truth table row matched to the object
+    (``truth_id``), else from the labels catalog columns of the object table.
+    """
+    n = np.full(len(test), np.nan)
+    e = np.full(len(test), np.nan)
+    if source == "truth":
+        table = Table.read(truth, format="ascii.ecsv")
+        missing = [c for c in ("id", "sersic_n", "ellipticity") if c not in table.colnames]
+        if missing:
+            raise KeyError(
+                f"{truth}: truth catalog lacks column(s) {missing} for the morphology task"
+            )
+        ids = np.asarray(table["id"]).astype(str)
+        row_of = dict(zip(ids.tolist(), range(len(ids)), strict=True))
+        galaxy = test["true_label"].to_numpy() == 1
+        rows = np.array(
+            [
+                row_of.get(str(t), -1) if g else -1
+                for t, g in zip(test["truth_id"], galaxy, strict=True)
+            ],
+            dtype=np.int64,
+        )
+        ok = rows >= 0
+        n[ok] = np.asarray(table["sersic_n"], dtype=float)[rows[ok]]
+        e[ok] = np.asarray(table["ellipticity"], dtype=float)[rows[ok]]
+    elif {"label_sersic_n", "label_ellipticity"} <= set(test.columns):
+        galaxy = test["label"].to_numpy() == 1
+        n[galaxy] = test["label_sersic_n"].to_numpy(dtype=float)[galaxy]
+        e[galaxy] = test["label_ellipticity"].to_numpy(dtype=float)[galaxy]
+    n[~(n > 0)] = np.nan
+    return n, e
+
+
+def _scores(true: np.ndarray, pred: np.ndarray, indices: np.ndarray) -> dict:
+    return {
+        q: bootstrap_metrics(true[:, k], pred[:, k], MORPHOLOGY_METRICS[q], indices)
+        for k, q in enumerate(QUANTITIES)
+    }
+
+
+def summarize_morphology(
+    true: np.ndarray,
+    preds: Mapping[str, np.ndarray],
+    mag: np.ndarray,
+    mag_bins: list[float],
+    n_bootstrap: int,
+    rng: np.random.Generator,
+    truth_source: str,
+) -> dict:
+    """The ``morphology`` block of metrics.json.
+
+    Parameters
+    ----------
+    true : ``(N, 2)`` array
+        True ``(sersic_n, ellipticity)`` of the test galaxies.
+    preds : mapping
+        ``{"model": (N, 2), "moments": (N, 2)}``, NaN for unmeasured.
+    mag : ``(N,)`` array
+        Detection-band magnitude [AB mag] for the bins.
+    mag_bins, n_bootstrap, rng, truth_source
+        As for the classification summary; ``rng`` is seeded, and one set of resamples
+        serves the model and the baseline.
+    """
+    if "model" not in preds:
+        raise ValueError("summarize_morphology: preds must include 'model'")
+    true = np.asarray(true, dtype=np.float64)
+    indices = bootstrap_indices(len(true), n_bootstrap, rng)
+    baselines = {name: p for name, p in preds.items() if name != "model"}
+    block = {
+        "n_test": len(true),
+        "truth_source": truth_source,
+        "outlier_thresholds": {
+            "sersic_n_dex": OUTLIER_THRESHOLD["sersic_n"],
+            "ellipticity": OUTLIER_THRESHOLD["ellipticity"],
+        },
+        "n_unmeasured": {
+            name: int((~np.isfinite(p)).any(axis=1).sum()) for name, p in preds.items()
+        },
+        "model": _scores(true, preds["model"], indices),
+        "baselines": {name: _scores(true, p, indices) for name, p in baselines.items()},
+        "by_magnitude": [],
+    }
+    for i, mask in enumerate(magnitude_bin_masks(mag, mag_bins)):
+        sub = bootstrap_indices(int(mask.sum()), n_bootstrap, rng)
+        block["by_magnitude"].append(
+            {
+                "mag_lo": float(mag_bins[i]),
+                "mag_hi": float(mag_bins[i + 1]),
+                "n": int(mask.sum()),
+                "model": _scores(true[mask], preds["model"][mask], sub),
+                "baselines": {
+                    name: _scores(true[mask], p[mask], sub) for name, p in baselines.items()
+                },
+            }
+        )
+    return block
+
+
+def predict_batches(
+    predict: Callable[..., np.ndarray],
+    batches: Iterable[np.ndarray],
+    band_index: int,
+    tta: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model and baseline ``(N, 2)`` predictions over cutout batches, in table order."""
+    model, baseline = [], []
+    for images in batches:
+        y = np.asarray(predict(images, tta=tta), dtype=np.float64).reshape(len(images), 2)
+        model.append(y)
+        baseline.append(measure_morphology(images[:, band_index]))
+    if not model:
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    return np.concatenate(model), np.concatenate(baseline)
+
+
+def evaluate_morphology(
+    cfg: dict,
+    test: pd.DataFrame,
+    truth: str | Path | None,
+    truth_source: str,
+    predict: Callable[..., np.ndarray],
+    batches: Callable[[pd.DataFrame, int], Iterable[np.ndarray]],
+    plot_dir: Path,
+) -> MorphologyResult:
+    """Score the morphology model and the baseline; write the two plots.
+
+    ``predict(images, tta=bool) -> (n, 2)`` is the loaded regressor
+    (:meth:`astroflow.train.inference.MorphologyPredictor.predict`); ``batches(rows,
+    batch_size)`` yields the cutouts of ``rows`` in order.
+
+    Raises
+    ------
+    ValueError
+        When no test galaxy has a true Sersic index and ellipticity.
+    """
+    n_true, e_true = true_morphology(test, truth, truth_source)
+    scored = np.isfinite(n_true) & np.isfinite(e_true)
+    if not scored.any():
+        raise ValueError(
+            f"morphology: no test galaxy has a true Sersic index and ellipticity "
+            f"({truth_source}); nothing to evaluate"
+        )
+    rows = test[scored]
+    band = cfg["reduce"]["detection_band"]
+    band_index = list(cfg["instrument"]["bands"]).index(band)
+    log.info(
+        "morphology: scoring %d test galaxies (%s), model and %s baseline on band %s",
+        len(rows),
+        truth_source,
+        BASELINE,
+        band,
+    )
+    model, baseline = predict_batches(
+        predict,
+        batches(rows, int(cfg["evaluate"]["batch_size"])),
+        band_index,
+        bool(cfg["evaluate"]["tta"]),
+    )
+    true = np.column_stack([n_true[scored], e_true[scored]])
+    preds = {"model": model, BASELINE: baseline}
+    mag = rows[f"mag_{band}"].to_numpy(dtype=np.float64)
+    rng = np.random.default_rng([int(cfg["seed"]), _SEED_STREAM])
+    block = summarize_morphology(
+        true,
+        preds,
+        mag,
+        list(cfg["evaluate"]["mag_bins"]),
+        int(cfg["evaluate"]["n_bootstrap"]),
+        rng,
+        truth_source,
+    )
+    plot_dir = Path(plot_dir)
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    blocks = {"model": block["model"], **block["baselines"]}
+    morphology_plots.plot_pred_vs_true(
+        true, preds, blocks, plot_dir / "morphology_pred_vs_true.png"
+    )
+    morphology_plots.plot_residual_vs_mag(
+        true, preds, mag, block, band, plot_dir / "morphology_residual_vs_mag.png"
+    )
+    columns = {"true_sersic_n": n_true, "true_ellipticity": e_true}
+    for name, pred in preds.items():
+        suffix = "" if name == "model" else f"_{name}"
+        for k, q in enumerate(QUANTITIES):
+            col = np.full(len(test), np.nan)
+            col[scored] = pred[:, k]
+            columns[f"{q}{suffix}"] = col
+    m = block["model"]
+    log.info(
+        "morphology: model NMAD %.3f dex (n), %.3f (|g|) on %d galaxies",
+        m["sersic_n"]["nmad"]["value"] or np.nan,
+        m["ellipticity"]["nmad"]["value"] or np.nan,
+        block["n_test"],
+    )
+    return MorphologyResult(block, columns)
+
+
+def morphology_mlflow_metrics(block: Mapping) -> dict[str, float]:
+    """Flat MLflow metrics ``morphology_model_sersic_n_nmad`` (``_lo``, ``_hi``),
+    ``morphology_baseline_moments_...``, ``morphology_n_test``; undefined values left out."""
+    flat: dict[str, float] = {"morphology_n_test": float(block["n_test"])}
+    scorers = {
+        "model": block["model"],
+        **{f"baseline_{k}": v for k, v in block["baselines"].items()},
+    }
+    for prefix, scores in scorers.items():
+        for quantity, metrics in scores.items():
+            for key, metric in metrics.items():
+                for suffix, value in (
+                    ("", metric["value"]),
+                    ("_lo", metric["ci95"][0]),
+                    ("_hi", metric["ci95"][1]),
+                ):
+                    if value is not None:
+                        flat[f"morphology_{prefix}_{quantity}_{key}{suffix}"] = float(value)
+    return flat
