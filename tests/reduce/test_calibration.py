@@ -65,8 +65,10 @@ def test_amp_gain_converts_adu_to_electrons(archive, tmp_path):
         assert np.std(e.image_e - truth) < 6
 
 
-def test_science_exposure_sky_psf_depth_and_cosmics(archive, masters, tmp_path):
+@pytest.mark.parametrize("cosmic_method", ["sharpness", "lacosmic"])
+def test_science_exposure_sky_psf_depth_and_cosmics(archive, masters, tmp_path, cosmic_method):
     cfg = make_cfg(tmp_path)
+    cfg["reduce"]["cosmic_rays"]["method"] = cosmic_method
     for path in archive.science_paths:
         exp = calibrate_exposure(path, cfg, masters)
         band = exp.band

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from reduce_archive import PIXEL_SCALE, make_cfg
+from scipy import ndimage
 from tests_support import centroid_offset
 
 from astroflow.reduce.assemble import Layout
 from astroflow.reduce.calibrate import calibrate_exposure
 from astroflow.reduce.cutouts import (
     CENTRING_ACCURACY_PIX,
+    SEPARABLE_TOLERANCE_PIX,
     BandAccumulator,
     cutout_coords,
     sample_cutouts,
@@ -109,3 +111,59 @@ def test_noiseless_point_source_centring_accuracy(dither):
         dy, dx = centroid_offset(stamp, 12, radius=7)
         assert np.hypot(dy, dx) < 0.02
         assert stamp.sum() == pytest.approx(1000.0, rel=0.01)  # flux conserved (same scale)
+
+
+def _rotated(wcs, degrees):
+    rotated = wcs.deepcopy()
+    angle = np.radians(degrees)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    rotated.wcs.cd = rotated.wcs.cd @ rotation
+    return rotated
+
+
+def test_separable_resampling_equals_pointwise_spline():
+    """Where the axes do not mix, the per-object matrices give map_coordinates' cubic spline,
+    linear variance and nearest mask (to the kernel cut-off)."""
+    from reduce_archive import DET_SHAPE, _gauss, detector_wcs
+
+    from astroflow.reduce.cutouts import _pointwise, _separable
+
+    wcs = detector_wcs(0.37, -0.81)
+    rng = np.random.default_rng(9)
+    image = rng.normal(0.0, 1.0, DET_SHAPE) + _gauss(DET_SHAPE, 60.3, 50.7, 1.6, 1.6, 0.0, 900.0)
+    exposure = _synthetic_exposure(wcs, image)
+    exposure.variance = rng.uniform(0.5, 2.0, DET_SHAPE).astype(np.float32)
+    exposure.mask = rng.integers(0, 2, DET_SHAPE).astype(np.uint8)
+    xs, ys = np.array([60.3, 10.2, 100.9]), np.array([50.7, 5.8, 70.1])  # one off the edge
+    ra, dec = wcs.wcs_pix2world(xs, ys, 0)
+    y, x = cutout_coords(wcs, ra, dec, 24, PIXEL_SCALE)
+    assert np.abs(x - x[:, 12:13, :]).max() < 1e-4  # (almost) no mixing: separable
+    coeffs = ndimage.spline_filter(exposure.image.astype(np.float64), order=3, mode="mirror")
+    expected = _pointwise(exposure, coeffs, y, x)
+    got = _separable(exposure, y[:, :, 12], x[:, 12, :])
+    peak = np.abs(expected[0]).max()
+    assert np.abs(got[0] - expected[0]).max() < 1e-4 * peak
+    assert np.abs(got[1] - expected[1]).max() < 1e-4  # values ~1
+    assert np.array_equal(got[2], expected[2])
+
+
+@pytest.mark.parametrize("degrees", [0.03, 2.0])
+def test_rotated_exposures_keep_the_centring(degrees):
+    """A small rotation (separable path, mixing below tolerance) and a large one (point by
+    point) both put point sources on the centre pixel."""
+    from reduce_archive import DET_SHAPE, _gauss, detector_wcs
+
+    wcs = _rotated(detector_wcs(0.4, 0.3), degrees)
+    xs = np.array([30.2, 64.7, 98.1, 40.9])
+    ys = np.array([34.4, 90.6, 60.3, 70.8])
+    ra, dec = wcs.wcs_pix2world(xs, ys, 0)
+    y, x = cutout_coords(wcs, ra, dec, 24, PIXEL_SCALE)
+    mixing = np.abs(x[:, -1, 12] - x[:, 0, 12]).max() / 2
+    assert (mixing < SEPARABLE_TOLERANCE_PIX) == (degrees < 0.06)
+    image = sum(
+        _gauss(DET_SHAPE, x0, y0, 1.8, 1.8, 0.0, 1000.0) for x0, y0 in zip(xs, ys, strict=True)
+    )
+    stamps, _, _, on = sample_cutouts(_synthetic_exposure(wcs, image), ra, dec, 24, PIXEL_SCALE)
+    assert on.all()
+    for stamp in stamps:
+        assert np.hypot(*centroid_offset(stamp, 12, radius=7)) < 0.02

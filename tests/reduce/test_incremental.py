@@ -51,7 +51,7 @@ def test_added_exposure_is_the_only_one_calibrated(three_epochs, tmp_path):
     cache = tmp_path / "exposures"
     first = _reduce(archive, cfg, calib, tmp_path / "a", paths[:-1], cache)
     assert (first.n_calibrated, first.n_from_cache) == (5, 0)
-    assert len(list(cache.glob("*.npz"))) == 5
+    assert len(list(cache.glob("*.npys"))) == 5
 
     added = _reduce(archive, cfg, calib, tmp_path / "a", paths, cache)
     assert (added.n_calibrated, added.n_from_cache) == (1, 5)

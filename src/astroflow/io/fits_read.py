@@ -8,6 +8,7 @@ non-standard cards. Reading fixes what astropy can fix silently and turns everyt
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import warnings
@@ -157,8 +158,22 @@ def _with_blank_as_nan(data: np.ndarray, header: fits.Header) -> np.ndarray:
 
 
 def read_primary_header(path: str | Path) -> fits.Header:
-    """The primary header only (archive scanning), non-standard cards fixed or dropped."""
+    """The primary header only (archive scanning), non-standard cards fixed or dropped.
+
+    Remembered per file (path, size and modification time), since sorting, checking and
+    calibrating an exposure each ask for it and opening and verifying a FITS file costs more
+    than the header is worth; callers get their own copy.
+    """
     path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return _read_primary_header(path, -1, -1)  # raises the file-named FrameError
+    return _read_primary_header(path, stat.st_size, stat.st_mtime_ns).copy()
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_primary_header(path: Path, size: int, mtime_ns: int) -> fits.Header:
     with _open(path) as hdul:
         return _clean_header(hdul[0].header)
 

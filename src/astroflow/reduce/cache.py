@@ -3,8 +3,10 @@
 Snakemake reruns a whole field when one of its exposures is added. Calibration (overscan,
 bias, dark, flat, masks, cosmic rays, background, PSF) is most of a field's cost and depends
 only on the exposure's bytes, the master calibrations, the calibration config and the
-calibration code; so its product is kept under ``results/reduce/exposures/<key>.npz``, keyed by
-the sha256 of all four. Detection, photometry and cutouts, which depend on every exposure of
+calibration code; so its product is kept under ``results/reduce/exposures/<key>.npys``, keyed
+by the sha256 of all four: four ``.npy`` records back to back (metadata JSON, image, variance,
+mask), written and read sequentially without the zip container and CRC of ``.npz``, which cost
+more than the copy itself. Detection, photometry and cutouts, which depend on every exposure of
 the field, are redone from the cached products.
 
 A cached exposure is bit-identical to a fresh one (float32 planes saved as they are; the WCS
@@ -35,6 +37,7 @@ _PKG = Path(__file__).resolve().parent
 #: Sources whose edits change a calibrated exposure (their hash is part of the cache key).
 CALIBRATION_SOURCES = [
     _PKG / "calibrate.py",
+    _PKG / "cosmics.py",
     _PKG / "assemble.py",
     _PKG / "masters.py",
     _PKG / "arrays.py",
@@ -91,6 +94,7 @@ class ExposureCache:
                     # the profile's content, not only its name: an edited profile recalibrates
                     "profile": profile_from_config(cfg).spec,
                     "overscan_method": cfg["reduce"]["overscan_method"],
+                    "cosmic_rays": cfg["reduce"].get("cosmic_rays") or {},
                 }
             ),
             "code": calibration_code_hash(),
@@ -104,22 +108,21 @@ class ExposureCache:
     def file(self, exposure_sha256: str) -> Path:
         """Cache file of the exposure with this content hash."""
         key = hashlib.sha256(f"{exposure_sha256}:{self.salt}".encode()).hexdigest()[:40]
-        return self.root / f"{key}.npz"
+        return self.root / f"{key}.npys"
 
     def has(self, exposure_sha256: str) -> bool:
         return self.enabled and self.file(exposure_sha256).is_file()
 
     def load(self, path: str, exposure_sha256: str) -> Exposure:
         """The cached calibrated exposure of ``path`` (which must be cached)."""
-        with np.load(self.file(exposure_sha256), allow_pickle=False) as npz:
-            meta = json.loads(str(npz["meta"]))
-            header = fits.Header.fromstring(meta.pop("amp_header"))
-            wcs = detector_wcs(path, meta.pop("amp_name"), header)
-            scalars = {k: meta[k] for k in _SCALARS}
-            scalars["path"] = path
-            return Exposure(
-                image=npz["image"], variance=npz["variance"], mask=npz["mask"], wcs=wcs, **scalars
-            )
+        with open(self.file(exposure_sha256), "rb") as fh:
+            meta = json.loads(str(np.load(fh, allow_pickle=False)))
+            image, variance, mask = (np.load(fh, allow_pickle=False) for _ in range(3))
+        header = fits.Header.fromstring(meta.pop("amp_header"))
+        wcs = detector_wcs(path, meta.pop("amp_name"), header)
+        scalars = {k: meta[k] for k in _SCALARS}
+        scalars["path"] = path
+        return Exposure(image=image, variance=variance, mask=mask, wcs=wcs, **scalars)
 
     def save(
         self, exposure: Exposure, exposure_sha256: str, amp_name: str, amp_header: fits.Header
@@ -132,13 +135,14 @@ class ExposureCache:
         meta = {k: getattr(exposure, k) for k in _SCALARS}
         meta["amp_name"] = amp_name
         meta["amp_header"] = amp_header.tostring()
-        tmp = final.with_name(f".{final.stem}.tmp-{os.getpid()}-{id(exposure)}.npz")
-        np.savez(
-            tmp,
-            image=exposure.image,
-            variance=exposure.variance,
-            mask=exposure.mask,
-            meta=np.array(json.dumps(meta)),
-        )
+        tmp = final.with_name(f".{final.stem}.tmp-{os.getpid()}-{id(exposure)}")
+        with open(tmp, "wb") as fh:
+            for array in (
+                np.array(json.dumps(meta)),
+                exposure.image,
+                exposure.variance,
+                exposure.mask,
+            ):
+                np.save(fh, array, allow_pickle=False)
         os.replace(tmp, final)
         log.debug("cached %s as %s", exposure.path, final.name)

@@ -3,9 +3,11 @@
 Order of operations (all on the assembled detector, in electrons until the last step):
 overscan/trim/gain (:mod:`assemble`) -> minus master bias -> minus master dark x EXPTIME ->
 divided by the band's master flat -> variance (Poisson + read noise, through the flat) ->
-masks (saturated + bleed, bad flat pixels, hot dark pixels) -> cosmic rays (astroscrappy,
-replaced by its cleaned values and flagged) -> e-/s -> background (sep) subtracted -> PSF FWHM
-from bright unsaturated stars, aperture correction and 5-sigma depth.
+masks (saturated + bleed, bad flat pixels, hot dark pixels) -> background (sep, bad pixels
+masked) -> cosmic rays (:mod:`astroflow.reduce.cosmics`, or L.A.Cosmic by ``reduce.cosmic_rays``;
+replaced and flagged) -> background subtracted -> e-/s -> PSF FWHM from bright unsaturated
+stars, aperture correction and 5-sigma depth. Arrays are float32 and updated in place: the
+per-pixel work is a few passes over the detector.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import numpy as np
 import sep
 from astropy.time import Time
 from astropy.wcs import WCS
-from scipy import ndimage
 
 from astroflow.io.fits_read import FrameError, read_frame
 from astroflow.io.profile import profile_from_config
 from astroflow.reduce.assemble import AmpElectrons, Layout, amp_to_electrons, assemble, detector_wcs
+from astroflow.reduce.cosmics import CosmicRayParams, clean_cosmic_rays, find_cosmic_rays
 from astroflow.reduce.masters import Masters
 
 log = logging.getLogger(__name__)
@@ -176,51 +178,41 @@ def _calibrate(path: str, amps: list[AmpElectrons], cfg: dict, masters: Masters)
             None,
             f"fully saturated ({100 * detector.saturated.mean():.1f} % of pixels at SATURATE)",
         )
-    dark_e = masters.dark_e_per_s * exptime if masters.dark_e_per_s is not None else 0.0
-    signal_e = detector.image_e - masters.bias_e - dark_e
-    flat = masters.flats.get(band)
-    if flat is None:  # reduce.allow_uncorrected: no flat for this band, said once per exposure
+    if band not in masters.flats:  # reduce.allow_uncorrected: said once per exposure
         log.warning("%s: band %s has no master flat: not flat-field corrected", path, band)
-        flat = np.ones_like(detector.image_e)
-    bad_flat = ~np.isfinite(flat) | (flat < 0.5) | (flat > 2.0)
-    safe_flat = np.where(bad_flat, 1.0, flat).astype(np.float32)
-    variance_e = (np.maximum(signal_e + dark_e, 0.0) + detector.read_noise_e**2) / safe_flat**2
-    image_e = signal_e / safe_flat
-
-    mask = np.zeros(image_e.shape, np.uint8)
-    bleed = ndimage.binary_dilation(
-        detector.saturated, structure=np.ones((2 * BLEED_ROWS + 1, 1), bool)
-    )
-    mask[bleed | bad_flat] |= MASK_BAD
+    flat, static_bad = masters.flat_and_bad(band)
+    # In place on the assembled detector (float32): signal, then variance, then flat-fielded.
+    image_e = detector.image_e
+    image_e -= masters.bias_e
+    dark_e = 0.0
     if masters.dark_e_per_s is not None:
-        mask[_hot_pixels(masters.dark_e_per_s)] |= MASK_BAD
+        dark_e = masters.dark_e_per_s * np.float32(exptime)
+        image_e -= dark_e
+    variance_e = np.add(image_e, dark_e, dtype=np.float32)
+    np.maximum(variance_e, 0.0, out=variance_e)
+    variance_e += np.square(detector.read_noise_e)
+    variance_e /= np.square(flat)
+    image_e /= flat
+
+    mask = static_bad.astype(np.uint8)  # MASK_BAD == 1
+    _flag_bleed(mask, detector.saturated)
     nonfinite = ~np.isfinite(image_e)
-    image_e[nonfinite] = 0.0
-    mask[nonfinite] |= MASK_BAD
     if nonfinite.any():  # undefined (BLANK/NaN) pixels: flagged bad, still on the detector
+        image_e[nonfinite] = 0.0
+        mask[nonfinite] |= MASK_BAD
         finite_var = variance_e[np.isfinite(variance_e)]
         variance_e[nonfinite] = float(np.median(finite_var)) if finite_var.size else 1.0
 
-    crmask, cleaned = astroscrappy.detect_cosmics(
-        np.ascontiguousarray(image_e, np.float32),
-        inmask=mask != 0,
-        invar=np.ascontiguousarray(variance_e, np.float32),
-        sigclip=4.5,
-        objlim=5.0,
-        gain=1.0,
-        readnoise=float(np.median(detector.read_noise_e)),
-        satlevel=float(detector.saturate_e),
-        niter=4,
-    )
-    crmask &= mask == 0
-    image_e = np.where(crmask, cleaned, image_e)
+    bad = mask != 0
+    background = sep.Background(image_e, mask=bad, bw=64, bh=64, fw=3, fh=3)
+    back_e = background.back()
+    crmask = _cosmic_rays(image_e, variance_e, back_e, bad, detector, cfg)
     mask[crmask] |= MASK_COSMIC
 
-    image = np.ascontiguousarray(image_e / exptime, np.float32)
-    variance = np.ascontiguousarray(variance_e / exptime**2, np.float32)
-    background = sep.Background(image, mask=mask != 0, bw=64, bh=64, fw=3, fh=3)
-    image -= background.back()
-    rms = float(background.globalrms)
+    image_e -= back_e
+    image = np.multiply(image_e, np.float32(1.0 / exptime), dtype=np.float32)
+    variance = np.multiply(variance_e, np.float32(1.0 / exptime**2), dtype=np.float32)
+    rms = float(background.globalrms) / exptime
     zeropoint = float(cfg["instrument"]["zeropoint_mag"][band])
     fwhm_pix, ap_corr = measure_psf(image, rms, mask, path)
     ap_radius = PSF_APERTURE_FWHM * fwhm_pix
@@ -256,13 +248,45 @@ def _calibrate(path: str, amps: list[AmpElectrons], cfg: dict, masters: Masters)
     )
 
 
-def _hot_pixels(dark_e_per_s: np.ndarray, n_sigma: float = 8.0) -> np.ndarray:
-    """Pixels whose dark rate is an ``n_sigma`` robust outlier (hot pixels)."""
-    median = np.median(dark_e_per_s)
-    sigma = 1.4826 * np.median(np.abs(dark_e_per_s - median))
-    if sigma == 0:
-        return np.zeros(dark_e_per_s.shape, bool)
-    return dark_e_per_s > median + n_sigma * sigma
+def _flag_bleed(mask: np.ndarray, saturated: np.ndarray) -> None:
+    """Flag saturated pixels and ``BLEED_ROWS`` pixels above and below them (same column)."""
+    ys, xs = np.nonzero(saturated)
+    if ys.size == 0:
+        return
+    ny = mask.shape[0]
+    for dy in range(-BLEED_ROWS, BLEED_ROWS + 1):
+        mask[np.clip(ys + dy, 0, ny - 1), xs] |= MASK_BAD
+
+
+def _cosmic_rays(
+    image_e: np.ndarray,
+    variance_e: np.ndarray,
+    back_e: np.ndarray,
+    bad: np.ndarray,
+    detector,
+    cfg: dict,
+) -> np.ndarray:
+    """Flag cosmic-ray pixels and replace them in ``image_e`` (``reduce.cosmic_rays``)."""
+    section = cfg["reduce"].get("cosmic_rays") or {}
+    if section.get("method", "sharpness") == "lacosmic":
+        crmask, cleaned = astroscrappy.detect_cosmics(
+            image_e,
+            inmask=bad,
+            invar=variance_e,
+            sigclip=4.5,
+            objlim=5.0,
+            gain=1.0,
+            readnoise=float(np.median(detector.read_noise_e)),
+            satlevel=float(detector.saturate_e),
+            niter=4,
+        )
+        crmask &= ~bad
+        image_e[crmask] = cleaned[crmask]
+        return crmask
+    params = CosmicRayParams.from_config(section)
+    crmask = find_cosmic_rays(image_e, variance_e, back_e, bad, params)
+    clean_cosmic_rays(image_e, back_e, crmask, bad)
+    return crmask
 
 
 def measure_psf(image: np.ndarray, rms: float, mask: np.ndarray, path: str) -> tuple[float, float]:

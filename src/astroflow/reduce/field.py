@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import dask
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 import astroflow
 from astroflow.config import config_hash
@@ -87,10 +86,7 @@ def exposure_product(
     """Photometry and cutouts of every catalog object in one calibrated exposure."""
     if isinstance(exposure, FrameError):
         return exposure
-    coeffs = ndimage.spline_filter(exposure.image.astype(np.float64), order=3, mode="mirror")
-    cutouts = sample_cutouts(
-        exposure, catalog.ra, catalog.dec, size, scale, batch=batch, coeffs=coeffs
-    )
+    cutouts = sample_cutouts(exposure, catalog.ra, catalog.dec, size, scale, batch=batch)
     return Product(
         exposure.path, exposure.expnum, exposure.band, measure(exposure, catalog), cutouts
     )
@@ -183,10 +179,19 @@ class FieldReducer:
             usable.append(path)
         return usable
 
-    def _detection_exposure(self, paths: list[str]) -> tuple[Exposure | None, list[str]]:
-        """Calibrate detection-band exposures in order until one is usable."""
+    def _detection_exposure(
+        self, paths: list[str]
+    ) -> tuple[Exposure | None, dict[str, Exposure | FrameError], list[str]]:
+        """Calibrate detection-band exposures in order until one is usable.
+
+        Each try calibrates the next ``parallelism - 1`` exposures alongside, which the first
+        batch of products needs anyway, so no worker idles while detection waits for its
+        exposure. Returns (detection exposure or None, those already calibrated by path, the
+        paths other than the detection exposure's, in order).
+        """
         band = self.cfg["reduce"]["detection_band"]
         remaining = list(paths)
+        done: dict[str, Exposure | FrameError] = {}
         for path in paths:
             try:
                 header = read_primary_header(path)
@@ -195,13 +200,20 @@ class FieldReducer:
                 continue
             if header_band != band:
                 continue
-            (result,) = self._compute([self._exposure_task(path)])
             remaining.remove(path)
+            if path in done:
+                result = done.pop(path)
+            else:
+                along = [p for p in remaining if p not in done][: self.threads - 1]
+                result, *others = self._compute(
+                    [self._exposure_task(p) for p in (path, *along)]
+                )
+                done.update(zip(along, others, strict=True))
             if isinstance(result, FrameError):
                 self._set_aside(result)
                 continue
-            return result, remaining
-        return None, remaining
+            return result, done, remaining
+        return None, done, remaining
 
     def run(self, paths: list[str]) -> tuple[dict, pd.DataFrame, list[str]]:
         """Reduce ``paths``; returns (planes, objects table, used exposure paths)."""
@@ -213,7 +225,7 @@ class FieldReducer:
         )
         paths = self._check_field(paths)
         self.sha256 = {p: sha256_file(p) for p in paths}
-        detection, rest = self._detection_exposure(paths)
+        detection, calibrated, rest = self._detection_exposure(paths)
         if detection is None:
             log.warning(
                 "field %s: no usable %s-band exposure; writing an empty store",
@@ -240,16 +252,18 @@ class FieldReducer:
         ids: dict[str, list[list[str]]] = {b: [[] for _ in range(n)] for b in self.bands}
         used: list[str] = []
         folded: dict[str, str] = {}  # exposure id -> the file co-added under it
-        queue = ([detection] if detection is not None else []) + rest
+        queue = ([detection] if detection is not None else []) + [
+            calibrated.get(p, p) for p in rest
+        ]
         total = len(queue)
         for start in range(0, total, self.threads):
             batch = queue[start : start + self.threads]
             tasks = []
             for item in batch:
                 source = (
-                    dask.delayed(item, traverse=False)
-                    if isinstance(item, Exposure)
-                    else self._exposure_task(item)
+                    self._exposure_task(item)
+                    if isinstance(item, str)
+                    else dask.delayed(item, traverse=False)
                 )
                 tasks.append(self._product_task(source, catalog))
             for product in self._compute(tasks):
@@ -313,8 +327,8 @@ class FieldReducer:
         for band in self.bands:
             image, variance, mask = acc[band].result()
             factor = njy_per_e_per_s(float(self.cfg["instrument"]["zeropoint_mag"][band]))
-            images.append((image.astype(np.float64) * factor).astype(np.float32))
-            variances.append((variance.astype(np.float64) * factor**2).astype(np.float32))
+            images.append(image * np.float32(factor))
+            variances.append(variance * np.float32(factor**2))
             masks.append(mask)
         planes = {"images": np.stack(images, axis=1)}
         if self.cfg["reduce"]["write_variance"]:

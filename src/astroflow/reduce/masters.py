@@ -43,14 +43,62 @@ class CalibFrame:
     exptime_s: float | None
 
 
+#: A dark-rate pixel this many robust sigma above the median is hot (flagged bad).
+HOT_PIXEL_SIGMA = 8.0
+#: Flat values outside this range mark dead or unusable pixels (flagged bad, not divided).
+FLAT_USABLE = (0.5, 2.0)
+
+
 @dataclass
 class Masters:
-    """Master calibration images on the assembled detector grid."""
+    """Master calibration images on the assembled detector grid.
+
+    :meth:`flat_and_bad` derives, once per band, what every exposure of the band needs (the
+    flat safe to divide by, and the static bad-pixel mask), so exposures do not recompute
+    medians of the masters.
+    """
 
     bias_e: np.ndarray
     dark_e_per_s: np.ndarray | None
     flats: dict[str, np.ndarray]
     inputs: dict[str, str] = field(default_factory=dict)
+    _prepared: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def hot_pixels(self) -> np.ndarray | None:
+        """Pixels whose dark rate is a ``HOT_PIXEL_SIGMA`` robust outlier (None: no dark)."""
+        if self.dark_e_per_s is None:
+            return None
+        if "hot" not in self._prepared:
+            dark = self.dark_e_per_s
+            # the robust statistics of a regular 1-in-16 pixel sample: the same to < 1 % of
+            # sigma, 16x cheaper than two medians over the detector for every field job
+            sample = dark.ravel()[::16]
+            median = np.median(sample)
+            sigma = 1.4826 * np.median(np.abs(sample - median))
+            self._prepared["hot"] = (
+                np.zeros(dark.shape, bool)
+                if sigma == 0
+                else dark > median + HOT_PIXEL_SIGMA * sigma
+            )
+        return self._prepared["hot"]
+
+    def flat_and_bad(self, band: str) -> tuple[np.ndarray, np.ndarray]:
+        """(flat with unusable pixels set to 1, static bad mask: unusable flat | hot) of a band.
+
+        A band without a master flat (``reduce.allow_uncorrected``) gets a flat of ones.
+        Computed on first use and kept (threads may race to fill it: both compute the same).
+        """
+        key = ("flat", band)
+        if key not in self._prepared:
+            flat = self.flats.get(band)
+            if flat is None:
+                flat = np.ones_like(self.bias_e)
+            low, high = FLAT_USABLE
+            unusable = ~np.isfinite(flat) | (flat < low) | (flat > high)
+            safe = np.where(unusable, 1.0, flat).astype(np.float32)
+            hot = self.hot_pixels()
+            self._prepared[key] = (safe, unusable if hot is None else unusable | hot)
+        return self._prepared[key]
 
 
 def frame_electrons(path: str, layout: Layout, overscan_method: str) -> np.ndarray:
