@@ -3,10 +3,12 @@
 Exposures (and, inside each, amplifiers) are Dask tasks, computed on the scheduler that
 :func:`astroflow.dask_cluster.dask_client` picks from the ``dask`` config section (the rule's
 ``threads`` on the threaded scheduler by default). Exposures are submitted in batches of the
-runner's parallelism and each task returns only the per-object products (photometry and
-cutouts), which are folded into per-band accumulators in a fixed order. So at most one
-calibrated exposure per worker thread (plus the detection exposure) is alive at a time, and the
-result does not depend on which task finished first (deterministic output).
+runner's parallelism, together with the calibration of up to ``parallelism - 1`` exposures of
+the next batch (so no thread idles behind detection or a batch's slowest task); each product
+task returns only the per-object products (photometry and cutouts), which are folded into
+per-band accumulators in a fixed order. So at most two calibrated exposures per worker thread
+(one with a single thread, plus the detection exposure) are alive at a time, and the result
+does not depend on which task finished first (deterministic output).
 
 Calibrated exposures are cached per exposure (:mod:`astroflow.reduce.cache`): a rerun after
 exposures were added calibrates only the new ones.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import dask
 import numpy as np
 import pandas as pd
+from dask.delayed import Delayed
 
 import astroflow
 from astroflow.config import config_hash
@@ -90,6 +93,32 @@ def exposure_product(
     return Product(
         exposure.path, exposure.expnum, exposure.band, measure(exposure, catalog), cutouts
     )
+
+
+class _FieldSums:
+    """Per-band sums an exposure's products are folded into: cutout accumulators,
+    inverse-variance photometry sums and the exposure ids covering each object."""
+
+    def __init__(self, n: int, size: int, bands: list[str]):
+        self.acc = {b: BandAccumulator((n, size, size)) for b in bands}
+        self.phot = {
+            b: {k: np.zeros(n) for k in ("wf_auto", "w_auto", "wf_psf", "w_psf")} for b in bands
+        }
+        self.ids: dict[str, list[list[str]]] = {b: [[] for _ in range(n)] for b in bands}
+
+    def add(self, product: Product) -> None:
+        self.acc[product.band].add(*product.cutouts)
+        p = product.photometry
+        phot = self.phot[product.band]
+        for kind in ("auto", "psf"):
+            flux, var = getattr(p, f"flux_{kind}"), getattr(p, f"var_{kind}")
+            ok = p.covered & (var > 0) & np.isfinite(flux)
+            w = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
+            phot[f"wf_{kind}"] += w * np.where(ok, flux, 0.0)
+            phot[f"w_{kind}"] += w
+        ids = self.ids[product.band]
+        for i in np.flatnonzero(p.covered):
+            ids[i].append(product.expnum)
 
 
 class FieldReducer:
@@ -205,9 +234,7 @@ class FieldReducer:
                 result = done.pop(path)
             else:
                 along = [p for p in remaining if p not in done][: self.threads - 1]
-                result, *others = self._compute(
-                    [self._exposure_task(p) for p in (path, *along)]
-                )
+                result, *others = self._compute([self._exposure_task(p) for p in (path, *along)])
                 done.update(zip(along, others, strict=True))
             if isinstance(result, FrameError):
                 self._set_aside(result)
@@ -233,62 +260,82 @@ class FieldReducer:
                 self.cfg["reduce"]["detection_band"],
             )
             catalog = Catalog.empty()
-        else:
-            catalog = detect_objects(
-                detection,
+        else:  # computed with the first batch, while other threads calibrate ahead
+            catalog = dask.delayed(detect_objects)(
+                dask.delayed(detection, traverse=False),
                 float(self.cfg["reduce"]["detect_sigma"]),
                 int(self.cfg["reduce"]["detect_min_area"]),
             )
-            log.info(
-                "field %s: %d objects detected on %s", self.field, len(catalog), detection.path
-            )
-        n = len(catalog)
-        shape = (n, self.size, self.size)
-        acc = {b: BandAccumulator(shape) for b in self.bands}
-        phot = {
-            b: {k: np.zeros(n) for k in ("wf_auto", "w_auto", "wf_psf", "w_psf")}
-            for b in self.bands
-        }
-        ids: dict[str, list[list[str]]] = {b: [[] for _ in range(n)] for b in self.bands}
         used: list[str] = []
         folded: dict[str, str] = {}  # exposure id -> the file co-added under it
-        queue = ([detection] if detection is not None else []) + [
+        queue: list = ([detection] if detection is not None else []) + [
             calibrated.get(p, p) for p in rest
         ]
         total = len(queue)
-        for start in range(0, total, self.threads):
-            batch = queue[start : start + self.threads]
-            tasks = []
-            for item in batch:
-                source = (
-                    self._exposure_task(item)
-                    if isinstance(item, str)
-                    else dask.delayed(item, traverse=False)
+        step = self.threads
+        fold = None
+        for start in range(0, total, step):
+            batch = queue[start : start + step]
+            tasks = [self._product_task(self._source(item), catalog) for item in batch]
+            # Calibrate up to threads - 1 of the next batch's exposures meanwhile, so threads do
+            # not idle behind detection or a batch's slowest task (at most 2 x threads
+            # calibrated exposures alive; none ahead with one thread).
+            ahead = [
+                i
+                for i in range(start + step, min(start + 2 * step - 1, total))
+                if isinstance(queue[i], str)
+            ]
+            found, products, early = self._compute(
+                [
+                    [catalog] if isinstance(catalog, Delayed) else [],
+                    tasks,
+                    [self._exposure_task(queue[i]) for i in ahead],
+                ]
+            )
+            if found:
+                (catalog,) = found
+                log.info(
+                    "field %s: %d objects detected on %s",
+                    self.field,
+                    len(catalog),
+                    detection.path,
                 )
-                tasks.append(self._product_task(source, catalog))
-            for product in self._compute(tasks):
+            if fold is None:
+                fold = _FieldSums(len(catalog), self.size, self.bands)
+            queue[start : start + step] = [None] * len(batch)  # done: let them go
+            for i, exposure in zip(ahead, early, strict=True):
+                queue[i] = exposure
+            for product in products:
                 if isinstance(product, FrameError):
                     self._set_aside(product)
                     continue
                 if self._is_duplicate(product, folded):
                     continue
-                self._fold(product, acc[product.band], phot[product.band], ids[product.band])
+                fold.add(product)
                 used.append(product.path)
             log.info(
                 "field %s: %d/%d exposures processed",
                 self.field,
-                min(start + self.threads, total),
+                min(start + step, total),
                 total,
             )
+        if fold is None:  # no usable exposure at all
+            fold = _FieldSums(len(catalog), self.size, self.bands)
         log.info(
             "field %s: %d exposure(s) calibrated, %d taken from the exposure cache",
             self.field,
             self.n_calibrated,
             self.n_from_cache,
         )
-        planes = self._planes(acc)
-        table = self._table(catalog, detection, phot, ids)
+        planes = self._planes(fold.acc)
+        table = self._table(catalog, detection, fold.phot, fold.ids)
         return planes, table, used
+
+    def _source(self, item):
+        """Delayed calibrated exposure of a queue item (a path, or an exposure/error in hand)."""
+        if isinstance(item, str):
+            return self._exposure_task(item)
+        return dask.delayed(item, traverse=False)
 
     def _is_duplicate(self, product: Product, folded: dict[str, str]) -> bool:
         """Set ``product`` aside when its exposure id was already co-added (the same exposure
@@ -304,23 +351,10 @@ class FieldReducer:
             FrameError(
                 product.path,
                 None,
-                f"duplicate exposure {key}={product.expnum}: already co-added from {kept} "
-                "(kept)",
+                f"duplicate exposure {key}={product.expnum}: already co-added from {kept} (kept)",
             )
         )
         return True
-
-    def _fold(self, product: Product, acc: BandAccumulator, phot: dict, ids: list) -> None:
-        acc.add(*product.cutouts)
-        p = product.photometry
-        for kind in ("auto", "psf"):
-            flux, var = getattr(p, f"flux_{kind}"), getattr(p, f"var_{kind}")
-            ok = p.covered & (var > 0) & np.isfinite(flux)
-            w = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
-            phot[f"wf_{kind}"] += w * np.where(ok, flux, 0.0)
-            phot[f"w_{kind}"] += w
-        for i in np.flatnonzero(p.covered):
-            ids[i].append(product.expnum)
 
     def _planes(self, acc: dict[str, BandAccumulator]) -> dict[str, np.ndarray]:
         images, variances, masks = [], [], []
