@@ -74,9 +74,12 @@ def test_pipeline_over_http_records_lineage(server, tmp_path):
     experiment = _rest(server, "experiments/get-by-name?experiment_name=astroflow")["experiment"]
     found = _rest(server, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
                                           "max_results": 50})["runs"]
-    by_stage = {}
+    by_stage, morphology = {}, []
     for run in found:
         tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        if tags.get("task") == "morphology":  # the regressor's train run (train.tasks)
+            morphology.append(run["info"]["run_id"])
+            continue
         by_stage[tags["stage"]] = (run, tags)
     assert set(by_stage) == {"reduce", "train", "evaluate"}
     assert {run["info"]["status"] for run, _ in by_stage.values()} == {"FINISHED"}
@@ -84,6 +87,7 @@ def test_pipeline_over_http_records_lineage(server, tmp_path):
         by_stage["reduce"], by_stage["train"], by_stage["evaluate"])
     assert len({tags["pipeline_id"] for _, tags in by_stage.values()}) == 1
     assert eval_tags["upstream.train"] == by_stage["train"][0]["info"]["run_id"]
+    assert [eval_tags["upstream.train_morphology"]] == morphology
     assert eval_tags["upstream.reduce"] == train_tags["upstream.reduce"] \
         == reduce_run["info"]["run_id"]
     assert eval_tags["raw_manifest_digest"] == reduce_tags["raw_manifest_digest"]

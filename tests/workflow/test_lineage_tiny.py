@@ -23,7 +23,8 @@ def _runs_by_stage(workdir: Path) -> tuple[mlflow.MlflowClient, dict]:
     found = records.search(client, "astroflow", "attributes.status = 'FINISHED'")
     by_stage = {}
     for run in found:  # newest first: keep the newest run of each stage
-        by_stage.setdefault(run.data.tags["stage"], run)
+        if run.data.tags.get("task") != "morphology":  # one train run: the classifier's
+            by_stage.setdefault(run.data.tags["stage"], run)
     return client, by_stage
 
 
