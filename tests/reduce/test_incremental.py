@@ -52,10 +52,15 @@ def test_added_exposure_is_the_only_one_calibrated(three_epochs, tmp_path):
     first = _reduce(archive, cfg, calib, tmp_path / "a", paths[:-1], cache)
     assert (first.n_calibrated, first.n_from_cache) == (5, 0)
     assert len(list(cache.glob("*.npys"))) == 5
+    assert len(list(cache.glob("*.catalog"))) == 1
+    assert len(list(cache.glob("*.products"))) == 5
 
     added = _reduce(archive, cfg, calib, tmp_path / "a", paths, cache)
     assert (added.n_calibrated, added.n_from_cache) == (1, 5)
     assert added.n_exposures == 6
+    # the same catalog, so the five earlier products were reused and one was added
+    assert len(list(cache.glob("*.catalog"))) == 1
+    assert len(list(cache.glob("*.products"))) == 6
 
     # a cached calibrated exposure is bit-identical to a fresh one: same dataset digest and
     # bytes as reducing all six from scratch without the cache
@@ -71,6 +76,30 @@ def test_added_exposure_is_the_only_one_calibrated(three_epochs, tmp_path):
     again = _reduce(archive, cfg, calib, tmp_path / "a", paths, cache)
     assert (again.n_calibrated, again.n_from_cache) == (0, 6)
     assert again.digest == fresh.digest
+
+
+def test_products_follow_the_detection_and_cutout_settings(three_epochs, tmp_path):
+    """Another cutout size or detection threshold makes new products (and catalog), and the
+    result equals a reduction without any cache."""
+    archive, cfg, calib = three_epochs
+    cache = tmp_path / "exposures"
+    paths = [archive.science_paths[i] for i in (0, 3, 4)]  # g e0, r e0 (detection), r e1
+    _reduce(archive, cfg, calib, tmp_path / "a", paths, cache)
+    for overrides in ({"cutout_size": 30}, {"detect_sigma": 5.0}):
+        changed = make_cfg(tmp_path, **overrides)
+        kept = _reduce(archive, changed, calib, tmp_path / "b", paths, cache)
+        assert (kept.n_calibrated, kept.n_from_cache) == (0, 3)
+        fresh = _reduce(
+            archive,
+            make_cfg(tmp_path, exposure_cache=False, **overrides),
+            calib,
+            tmp_path / "c",
+            paths,
+            None,
+        )
+        assert kept.digest == fresh.digest
+    assert len(list(cache.glob("*.catalog"))) == 2  # the cutout size keeps the catalog
+    assert len(list(cache.glob("*.products"))) == 9
 
 
 def test_cache_key_follows_the_calibration_config(three_epochs, tmp_path):

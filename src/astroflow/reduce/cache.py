@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +65,7 @@ _SCALARS = (
 
 def calibration_code_hash() -> str:
     """sha256 over the calibration source files (names and bytes)."""
-    digest = hashlib.sha256()
-    for path in CALIBRATION_SOURCES:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return source_hash(CALIBRATION_SOURCES)
 
 
 class ExposureCache:
@@ -115,9 +112,8 @@ class ExposureCache:
 
     def load(self, path: str, exposure_sha256: str) -> Exposure:
         """The cached calibrated exposure of ``path`` (which must be cached)."""
-        with open(self.file(exposure_sha256), "rb") as fh:
-            meta = json.loads(str(np.load(fh, allow_pickle=False)))
-            image, variance, mask = (np.load(fh, allow_pickle=False) for _ in range(3))
+        meta, image, variance, mask = read_records(self.file(exposure_sha256), 4)
+        meta = json.loads(str(meta))
         header = fits.Header.fromstring(meta.pop("amp_header"))
         wcs = detector_wcs(path, meta.pop("amp_name"), header)
         scalars = {k: meta[k] for k in _SCALARS}
@@ -130,19 +126,34 @@ class ExposureCache:
         """Store ``exposure`` atomically (temporary file, then rename)."""
         if not self.enabled:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.file(exposure_sha256)
         meta = {k: getattr(exposure, k) for k in _SCALARS}
         meta["amp_name"] = amp_name
         meta["amp_header"] = amp_header.tostring()
-        tmp = final.with_name(f".{final.stem}.tmp-{os.getpid()}-{id(exposure)}")
-        with open(tmp, "wb") as fh:
-            for array in (
-                np.array(json.dumps(meta)),
-                exposure.image,
-                exposure.variance,
-                exposure.mask,
-            ):
-                np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, final)
-        log.debug("cached %s as %s", exposure.path, final.name)
+        arrays = [np.array(json.dumps(meta)), exposure.image, exposure.variance, exposure.mask]
+        write_records(self.file(exposure_sha256), arrays)
+        log.debug("cached %s as %s", exposure.path, self.file(exposure_sha256).name)
+
+
+def write_records(final: Path, arrays: list[np.ndarray]) -> None:
+    """Write ``arrays`` as back-to-back ``.npy`` records, atomically (temporary, rename)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with open(tmp, "wb") as fh:
+        for array in arrays:
+            np.save(fh, array, allow_pickle=False)
+    os.replace(tmp, final)
+
+
+def read_records(path: Path, count: int) -> list[np.ndarray]:
+    """The first ``count`` ``.npy`` records of a file written by :func:`write_records`."""
+    with open(path, "rb") as fh:
+        return [np.load(fh, allow_pickle=False) for _ in range(count)]
+
+
+def source_hash(paths: list[Path]) -> str:
+    """sha256 over source files (names and bytes): code that makes a cached product."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()

@@ -34,24 +34,14 @@ from astroflow.reduce.arrays import njy_per_e_per_s
 from astroflow.reduce.assemble import Layout
 from astroflow.reduce.cache import ExposureCache
 from astroflow.reduce.calibrate import Exposure, amp_task, finish_exposure
-from astroflow.reduce.cutouts import BandAccumulator, sample_cutouts
-from astroflow.reduce.detect import Catalog, Photometry, detect_objects, flux_to_mag, measure
+from astroflow.reduce.cutouts import BandAccumulator
+from astroflow.reduce.detect import Catalog, detect_objects, flux_to_mag
 from astroflow.reduce.labels import labels_columns, match_labels, match_morphology, read_labels
 from astroflow.reduce.masters import Masters, load_masters
+from astroflow.reduce.products import Product, ProductCache, exposure_product, product_kept
 from astroflow.reduce.store import field_digest, write_field_store, write_parquet, write_text
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Product:
-    """What one exposure contributes: its photometry and cutouts of every object."""
-
-    path: str
-    expnum: str
-    band: str
-    photometry: Photometry
-    cutouts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -81,18 +71,6 @@ def _order_key(path: str, bands: list[str], profile: InstrumentProfile | None = 
     except (TypeError, ValueError):
         expnum_key = (0, str(expnum))
     return (bands.index(band) if band in bands else len(bands), *expnum_key, path)
-
-
-def exposure_product(
-    exposure: Exposure | FrameError, catalog: Catalog, size: int, scale: float, batch: int
-) -> Product | FrameError:
-    """Photometry and cutouts of every catalog object in one calibrated exposure."""
-    if isinstance(exposure, FrameError):
-        return exposure
-    cutouts = sample_cutouts(exposure, catalog.ra, catalog.dec, size, scale, batch=batch)
-    return Product(
-        exposure.path, exposure.expnum, exposure.band, measure(exposure, catalog), cutouts
-    )
 
 
 class _FieldSums:
@@ -138,6 +116,8 @@ class FieldReducer:
         self.runner = runner
         self.threads = runner.parallelism
         self.cache = cache
+        enabled = cache is not None and cache.enabled
+        self.products = ProductCache(cache, cfg) if enabled else None
         #: sha256 of every exposure file, filled by :meth:`run` (provenance and cache keys).
         self.sha256: dict[str, str] = {}
         self.n_calibrated = 0
@@ -173,11 +153,34 @@ class FieldReducer:
 
         return dask.delayed(finish)(amps)
 
-    def _product_task(self, source, catalog: Catalog):
-        """Delayed :func:`exposure_product` (a free function: the task must not carry the
-        runner, whose distributed client cannot be pickled to workers)."""
+    def _product_task(self, item, catalog):
+        """Delayed product of a queue item (a path, or an exposure/error in hand): kept from
+        an earlier run when the catalog is known and unchanged, else made (and kept).
+
+        Free functions only: the task must not carry the runner, whose distributed client
+        cannot be pickled to workers.
+        """
+        path = item if isinstance(item, str) else getattr(item, "path", None)
+        sha = self.sha256.get(path) if path is not None else None
+        if self._product_is_kept(item, catalog):
+            if isinstance(item, str):
+                self.n_from_cache += 1
+            return dask.delayed(self.products.load_product)(path, sha, catalog)
         batch = int(self.cfg["reduce"]["chunk_objects"])
+        source = self._source(item)
+        if self.products is not None and sha is not None and not isinstance(item, FrameError):
+            return dask.delayed(product_kept)(
+                self.products, sha, source, catalog, self.size, self.scale, batch
+            )
         return dask.delayed(exposure_product)(source, catalog, self.size, self.scale, batch)
+
+    def _product_is_kept(self, item, catalog) -> bool:
+        if self.products is None or isinstance(catalog, Delayed):
+            return False
+        if not isinstance(item, str | Exposure):
+            return False
+        sha = self.sha256.get(item if isinstance(item, str) else item.path)
+        return sha is not None and self.products.has_product(sha, catalog)
 
     def _compute(self, tasks: list):
         return self.runner.compute(*tasks)
@@ -260,6 +263,8 @@ class FieldReducer:
                 self.cfg["reduce"]["detection_band"],
             )
             catalog = Catalog.empty()
+        elif (kept := self._kept_catalog(detection)) is not None:
+            catalog = kept
         else:  # computed with the first batch, while other threads calibrate ahead
             catalog = dask.delayed(detect_objects)(
                 dask.delayed(detection, traverse=False),
@@ -276,14 +281,14 @@ class FieldReducer:
         fold = None
         for start in range(0, total, step):
             batch = queue[start : start + step]
-            tasks = [self._product_task(self._source(item), catalog) for item in batch]
+            tasks = [self._product_task(item, catalog) for item in batch]
             # Calibrate up to threads - 1 of the next batch's exposures meanwhile, so threads do
             # not idle behind detection or a batch's slowest task (at most 2 x threads
             # calibrated exposures alive; none ahead with one thread).
             ahead = [
                 i
                 for i in range(start + step, min(start + 2 * step - 1, total))
-                if isinstance(queue[i], str)
+                if isinstance(queue[i], str) and not self._product_is_kept(queue[i], catalog)
             ]
             found, products, early = self._compute(
                 [
@@ -294,6 +299,8 @@ class FieldReducer:
             )
             if found:
                 (catalog,) = found
+                if self.products is not None and detection.path in self.sha256:
+                    self.products.save_catalog(self.sha256[detection.path], catalog)
                 log.info(
                     "field %s: %d objects detected on %s",
                     self.field,
@@ -330,6 +337,21 @@ class FieldReducer:
         planes = self._planes(fold.acc)
         table = self._table(catalog, detection, fold.phot, fold.ids)
         return planes, table, used
+
+    def _kept_catalog(self, detection: Exposure) -> Catalog | None:
+        """The detection catalog of an earlier run on the same exposure and settings."""
+        sha = self.sha256.get(detection.path)
+        if self.products is None or sha is None:
+            return None
+        catalog = self.products.load_catalog(sha)
+        if catalog is not None:
+            log.info(
+                "field %s: %d objects, detected on %s in an earlier run",
+                self.field,
+                len(catalog),
+                detection.path,
+            )
+        return catalog
 
     def _source(self, item):
         """Delayed calibrated exposure of a queue item (a path, or an exposure/error in hand)."""
