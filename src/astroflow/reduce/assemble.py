@@ -227,7 +227,8 @@ def amp_to_electrons(
         level = overscan_level(overscan, overscan_method)
     else:
         level = np.zeros(data.shape[0])
-    image_e = ((data.astype(np.float64) - level[:, None]) * gain).astype(np.float32)
+    image_e = np.subtract(data, level[:, None], dtype=np.float32)
+    image_e *= np.float32(gain)
     saturated = data >= saturate_adu
     saturate_e = float((saturate_adu - float(np.median(level))) * gain)
     return AmpElectrons(

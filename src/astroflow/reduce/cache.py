@@ -39,6 +39,7 @@ _PKG = Path(__file__).resolve().parent
 CALIBRATION_SOURCES = [
     _PKG / "calibrate.py",
     _PKG / "cosmics.py",
+    _PKG / "islands.py",
     _PKG / "assemble.py",
     _PKG / "masters.py",
     _PKG / "arrays.py",

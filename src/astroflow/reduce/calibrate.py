@@ -25,6 +25,7 @@ from astroflow.io.fits_read import FrameError, read_frame
 from astroflow.io.profile import profile_from_config
 from astroflow.reduce.assemble import AmpElectrons, Layout, amp_to_electrons, assemble, detector_wcs
 from astroflow.reduce.cosmics import CosmicRayParams, clean_cosmic_rays, find_cosmic_rays
+from astroflow.reduce.islands import find_islands
 from astroflow.reduce.masters import Masters
 
 log = logging.getLogger(__name__)
@@ -180,19 +181,8 @@ def _calibrate(path: str, amps: list[AmpElectrons], cfg: dict, masters: Masters)
         )
     if band not in masters.flats:  # reduce.allow_uncorrected: said once per exposure
         log.warning("%s: band %s has no master flat: not flat-field corrected", path, band)
-    flat, static_bad = masters.flat_and_bad(band)
-    # In place on the assembled detector (float32): signal, then variance, then flat-fielded.
-    image_e = detector.image_e
-    image_e -= masters.bias_e
-    dark_e = 0.0
-    if masters.dark_e_per_s is not None:
-        dark_e = masters.dark_e_per_s * np.float32(exptime)
-        image_e -= dark_e
-    variance_e = np.add(image_e, dark_e, dtype=np.float32)
-    np.maximum(variance_e, 0.0, out=variance_e)
-    variance_e += np.square(detector.read_noise_e)
-    variance_e /= np.square(flat)
-    image_e /= flat
+    image_e, variance_e = _remove_signature(detector, masters, band, exptime)
+    _, static_bad = masters.flat_and_bad(band)
 
     mask = static_bad.astype(np.uint8)  # MASK_BAD == 1
     _flag_bleed(mask, detector.saturated)
@@ -248,6 +238,38 @@ def _calibrate(path: str, amps: list[AmpElectrons], cfg: dict, masters: Masters)
     )
 
 
+#: Detector rows processed at once by :func:`_remove_signature`: a few float32 planes of a
+#: strip stay in a core's cache instead of each operation streaming whole frames from memory.
+STRIP_ROWS = 64
+
+
+def _remove_signature(
+    detector, masters: Masters, band: str, exptime: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image, variance) in electrons: minus bias and dark x EXPTIME, over the flat.
+
+    Variance = (signal + dark + read noise^2) / flat^2, with signal + dark = raw - bias.
+    Works in place on the assembled image, a strip of rows at a time.
+    """
+    flat, _ = masters.flat_and_bad(band)
+    image_e = detector.image_e
+    variance_e = np.empty_like(image_e)
+    dark = masters.dark_e_per_s
+    t = np.float32(exptime)
+    for start in range(0, image_e.shape[0], STRIP_ROWS):
+        rows = slice(start, start + STRIP_ROWS)
+        image, variance = image_e[rows], variance_e[rows]
+        image -= masters.bias_e[rows]
+        np.maximum(image, 0.0, out=variance)
+        variance += detector.read_noise_e[rows] ** 2
+        if dark is not None:
+            image -= dark[rows] * t
+        image /= flat[rows]
+        variance /= flat[rows]
+        variance /= flat[rows]
+    return image_e, variance_e
+
+
 def _flag_bleed(mask: np.ndarray, saturated: np.ndarray) -> None:
     """Flag saturated pixels and ``BLEED_ROWS`` pixels above and below them (same column)."""
     ys, xs = np.nonzero(saturated)
@@ -292,14 +314,14 @@ def _cosmic_rays(
 def measure_psf(image: np.ndarray, rms: float, mask: np.ndarray, path: str) -> tuple[float, float]:
     """PSF FWHM [pixels] and point-source aperture correction from bright unsaturated stars.
 
-    Bright (> 20 sigma peak), unflagged, unmasked and isolated sources (no other detection
-    within ``TOTAL_APERTURE_FWHM`` FWHM + 2 px) are candidates. Stars form the tightest cluster
-    in half-light radius r50 (galaxies spread to larger radii, artefacts to smaller): the
-    locus is the candidate whose +-10 % r50 window holds the most candidates, and the FWHM is
-    the Gaussian-equivalent ``2 * r50`` of the median of that window. The aperture correction
-    is the median fraction of those stars' flux (within ``TOTAL_APERTURE_FWHM`` FWHM) inside
-    the PSF aperture of radius ``PSF_APERTURE_FWHM * FWHM``; it is measured, so it holds for
-    any PSF shape.
+    Bright (> 20 sigma peak), unmasked and isolated sources (no other 5-sigma island within
+    ``TOTAL_APERTURE_FWHM`` FWHM + 2 px; :mod:`astroflow.reduce.islands`) are candidates.
+    Stars form the tightest cluster in half-light radius r50 (galaxies spread to larger radii,
+    artefacts to smaller): the locus is the candidate whose +-10 % r50 window holds the most
+    candidates, and the FWHM is the Gaussian-equivalent ``2 * r50`` of the median of that
+    window. The aperture correction is the median fraction of those stars' flux (within
+    ``TOTAL_APERTURE_FWHM`` FWHM) inside the PSF aperture of radius
+    ``PSF_APERTURE_FWHM * FWHM``; it is measured, so it holds for any PSF shape.
 
     Raises
     ------
@@ -307,12 +329,12 @@ def measure_psf(image: np.ndarray, rms: float, mask: np.ndarray, path: str) -> t
         When fewer than ``MIN_PSF_STARS`` usable stars are found.
     """
     masked = mask != 0
-    objects = sep.extract(image, 5.0, err=rms, mask=masked, minarea=5)
+    objects = find_islands(image, 5.0 * rms, masked, min_area=5)
     r50 = np.array([])
     if len(objects) >= MIN_PSF_STARS:
-        all_x, all_y = objects["x"], objects["y"]
-        bright = (objects["flag"] == 0) & (objects["a"] > 0) & (objects["peak"] > 20.0 * rms)
-        x, y, a = all_x[bright], all_y[bright], objects["a"][bright]
+        all_x, all_y = objects.x, objects.y
+        bright = (objects.a > 0) & (objects.peak > 20.0 * rms)
+        x, y, a = all_x[bright], all_y[bright], objects.a[bright]
         if x.size:
             rmax = np.clip(6.0 * a, 3.0, 40.0)
             r50, flags = sep.flux_radius(image, x, y, rmax, 0.5, mask=masked, subpix=5)
