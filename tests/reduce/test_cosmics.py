@@ -57,6 +57,13 @@ def _frame(fwhm: float, seed: int = 3):
     return image, variance, model, hits, cores & ~hits
 
 
+def _flagged(*args, **kwargs) -> np.ndarray:
+    """find_cosmic_rays' coordinates as a boolean image."""
+    found = np.zeros(SHAPE, bool)
+    found[find_cosmic_rays(*args, **kwargs)] = True
+    return found
+
+
 def test_contrast_of_a_critically_sampled_gaussian():
     # FWHM 2 px: sides at exp(-ln 2 * ...) = 1/2, corners 1/4; (1 - 3/8) / (3/8) doubled
     assert contrast_for_fwhm(2.0) == pytest.approx(2 * (1 - 0.375) / 0.375, rel=1e-6)
@@ -69,7 +76,7 @@ def test_tracks_are_found_and_stars_are_not(fwhm):
     image, variance, model, hits, cores = _frame(fwhm)
     background = np.full(SHAPE, SKY_E, np.float32)
     bad = np.zeros(SHAPE, bool)
-    found = find_cosmic_rays(image, variance, background, bad, CosmicRayParams())
+    found = _flagged(image, variance, background, bad, CosmicRayParams())
     on_sky = hits & (model - SKY_E < 5 * np.sqrt(SKY_E))
     assert found[on_sky].mean() >= 0.97
     assert found[hits].mean() >= 0.9  # hits on bright stars are harder, as for L.A.Cosmic
@@ -85,7 +92,7 @@ def test_bad_pixels_are_neither_flagged_nor_used():
     bad = np.zeros(SHAPE, bool)
     bad[:, 100] = True
     image[:, 100] = 60000.0  # a hot column: masked, so it must not look like a track
-    found = find_cosmic_rays(image, variance, background, bad)
+    found = _flagged(image, variance, background, bad)
     assert not found[:, 100].any()
     assert found[hits & ~bad].mean() >= 0.9
 
@@ -96,11 +103,9 @@ def test_undersampled_stars_need_a_smaller_min_fwhm():
     image, variance, _, hits, cores = _frame(1.3, seed=5)
     background = np.full(SHAPE, SKY_E, np.float32)
     bad = np.zeros(SHAPE, bool)
-    default = find_cosmic_rays(image, variance, background, bad)
+    default = _flagged(image, variance, background, bad)
     assert (default & cores).any()  # the documented limit: PSF narrower than min_psf_fwhm_pix
-    tuned = find_cosmic_rays(
-        image, variance, background, bad, CosmicRayParams(min_psf_fwhm_pix=1.2)
-    )
+    tuned = _flagged(image, variance, background, bad, CosmicRayParams(min_psf_fwhm_pix=1.2))
     near_hits = ndimage.binary_dilation(hits, structure=np.ones((3, 3), bool))
     assert not (tuned & cores & ~near_hits).any()
     # the price: a hit must now be ~8x sharper than its neighbours; about 3 in 4 still are
@@ -111,9 +116,11 @@ def test_cleaning_restores_the_local_level():
     image, variance, model, hits, _ = _frame(3.0, seed=6)
     background = np.full(SHAPE, SKY_E, np.float32)
     bad = np.zeros(SHAPE, bool)
-    found = find_cosmic_rays(image, variance, background, bad)
+    hits = find_cosmic_rays(image, variance, background, bad)
+    found = np.zeros(SHAPE, bool)
+    found[hits] = True
     before = image.copy()
-    clean_cosmic_rays(image, background, found, bad)
+    clean_cosmic_rays(image, background, hits, bad)
     assert np.array_equal(image[~found], before[~found])
     residual = (image[found] - model[found]) / np.sqrt(model[found] + READ_NOISE_E**2)
     assert np.median(np.abs(residual)) < 2.0  # back to the sky/star level, not the hit's

@@ -51,7 +51,7 @@ def test_added_exposure_is_the_only_one_calibrated(three_epochs, tmp_path):
     cache = tmp_path / "exposures"
     first = _reduce(archive, cfg, calib, tmp_path / "a", paths[:-1], cache)
     assert (first.n_calibrated, first.n_from_cache) == (5, 0)
-    assert len(list(cache.glob("*.npys"))) == 5
+    assert len(list(cache.glob("*.npys"))) == 0  # calibrated exposures: keep_calibrated only
     assert len(list(cache.glob("*.catalog"))) == 1
     assert len(list(cache.glob("*.products"))) == 5
 
@@ -62,8 +62,8 @@ def test_added_exposure_is_the_only_one_calibrated(three_epochs, tmp_path):
     assert len(list(cache.glob("*.catalog"))) == 1
     assert len(list(cache.glob("*.products"))) == 6
 
-    # a cached calibrated exposure is bit-identical to a fresh one: same dataset digest and
-    # bytes as reducing all six from scratch without the cache
+    # kept products are those a fresh reduction makes: same dataset digest and bytes as
+    # reducing all six from scratch without the cache
     fresh_cfg = make_cfg(tmp_path, exposure_cache=False)
     fresh = _reduce(archive, fresh_cfg, calib, tmp_path / "b", paths, None)
     assert (fresh.n_calibrated, fresh.n_from_cache) == (6, 0)
@@ -79,14 +79,16 @@ def test_added_exposure_is_the_only_one_calibrated(three_epochs, tmp_path):
 
 
 def test_products_follow_the_detection_and_cutout_settings(three_epochs, tmp_path):
-    """Another cutout size or detection threshold makes new products (and catalog), and the
-    result equals a reduction without any cache."""
-    archive, cfg, calib = three_epochs
+    """Another cutout size or detection threshold makes new products (and catalog) from the
+    kept calibrated exposures (keep_calibrated), equal to a reduction without any cache."""
+    archive, _, calib = three_epochs
+    cfg = make_cfg(tmp_path, keep_calibrated=True)
     cache = tmp_path / "exposures"
     paths = [archive.science_paths[i] for i in (0, 3, 4)]  # g e0, r e0 (detection), r e1
     _reduce(archive, cfg, calib, tmp_path / "a", paths, cache)
+    assert len(list(cache.glob("*.npys"))) == 3
     for overrides in ({"cutout_size": 30}, {"detect_sigma": 5.0}):
-        changed = make_cfg(tmp_path, **overrides)
+        changed = make_cfg(tmp_path, keep_calibrated=True, **overrides)
         kept = _reduce(archive, changed, calib, tmp_path / "b", paths, cache)
         assert (kept.n_calibrated, kept.n_from_cache) == (0, 3)
         fresh = _reduce(

@@ -69,7 +69,8 @@ class DetectorElectrons:
     """A whole detector in electrons (overscan removed, bias not yet)."""
 
     image_e: np.ndarray
-    read_noise_e: np.ndarray
+    #: ``(detsec, read noise [e-])`` of each amplifier.
+    read_noise_e: list[tuple[tuple[slice, slice], float]]
     saturated: np.ndarray
     saturate_e: float
 
@@ -246,17 +247,22 @@ def assemble(amps: list[AmpElectrons], path: str, layout: Layout) -> DetectorEle
             f"instrument.n_amps = {layout.n_amps}",
         )
     shape = layout.detector_shape
-    image = np.zeros(shape, np.float32)
-    read_noise = np.zeros(shape, np.float32)
-    saturated = np.zeros(shape, bool)
-    covered = np.zeros(shape, np.int8)
+    boxes = [(amp.detsec[0].indices(shape[0]), amp.detsec[1].indices(shape[1])) for amp in amps]
+    area = sum((y[1] - y[0]) * (x[1] - x[0]) for y, x in boxes)
+    overlap = any(
+        max(a[0][0], b[0][0]) < min(a[0][1], b[0][1])
+        and max(a[1][0], b[1][0]) < min(a[1][1], b[1][1])
+        for k, a in enumerate(boxes)
+        for b in boxes[k + 1 :]
+    )
+    if overlap or area != shape[0] * shape[1]:  # so, without overlaps, all covered once
+        raise FrameError(path, None, "amplifier DETSECs overlap or leave detector pixels uncovered")
+    image = np.empty(shape, np.float32)
+    saturated = np.empty(shape, bool)
     for amp in amps:
         image[amp.detsec] = amp.image_e
-        read_noise[amp.detsec] = amp.read_noise_e
         saturated[amp.detsec] = amp.saturated
-        covered[amp.detsec] += 1
-    if not np.all(covered == 1):
-        raise FrameError(path, None, "amplifier DETSECs overlap or leave detector pixels uncovered")
+    read_noise = [(amp.detsec, amp.read_noise_e) for amp in amps]
     return DetectorElectrons(image, read_noise, saturated, min(a.saturate_e for a in amps))
 
 

@@ -1,19 +1,20 @@
-"""Per-exposure cache of calibrated exposures, so adding exposures re-calibrates only those.
+"""Keys of the per-exposure caches, and the calibrated-exposure cache itself.
 
-Snakemake reruns a whole field when one of its exposures is added. Calibration (overscan,
-bias, dark, flat, masks, cosmic rays, background, PSF) is most of a field's cost and depends
-only on the exposure's bytes, the master calibrations, the calibration config and the
-calibration code; so its product is kept under ``results/reduce/exposures/<key>.npys``, keyed
-by the sha256 of all four: four ``.npy`` records back to back (metadata JSON, image, variance,
-mask), written and read sequentially without the zip container and CRC of ``.npz``, which cost
-more than the copy itself. Detection, photometry and cutouts, which depend on every exposure of
-the field, are redone from the cached products.
+Snakemake reruns a whole field when one of its exposures is added. What an exposure
+contributes depends only on its bytes, the master calibrations, the calibration config and
+code (and, for its products, on the catalog and cutout settings), so each cached item is keyed
+by the sha256 of those, under ``results/reduce/exposures/``. By default only the small items
+are kept: the detection catalog and each exposure's photometry and cutouts
+(:mod:`astroflow.reduce.products`), which is all a rerun after adding exposures needs. With
+``reduce.keep_calibrated`` the calibrated exposure itself is kept too (``<key>.npys``, ~9 bytes
+per pixel), so that new detection or cutout settings re-sample without re-calibrating.
 
+Items are back-to-back ``.npy`` records (:func:`write_records`), written atomically and read
+sequentially, without the zip container and CRC of ``.npz``, which cost more than the copy.
 A cached exposure is bit-identical to a fresh one (float32 planes saved as they are; the WCS
 rebuilt from the amplifier header text it was first built from), so a field reduced partly
 from the cache has the same digest as one reduced from scratch.
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -84,6 +85,9 @@ class ExposureCache:
 
     def __init__(self, root: str | Path | None, cfg: dict, masters: Masters):
         self.root = Path(root) if root is not None else None
+        #: Whether calibrated exposures are kept (``reduce.keep_calibrated``); the directory
+        #: and keys serve the catalogs and products of :mod:`astroflow.reduce.products` anyway.
+        self.keep_exposures = bool(cfg["reduce"].get("keep_calibrated", False))
         salt = {
             "masters": dict(sorted(masters.inputs.items())),
             "config": config_hash(
@@ -109,7 +113,7 @@ class ExposureCache:
         return self.root / f"{key}.npys"
 
     def has(self, exposure_sha256: str) -> bool:
-        return self.enabled and self.file(exposure_sha256).is_file()
+        return self.enabled and self.keep_exposures and self.file(exposure_sha256).is_file()
 
     def load(self, path: str, exposure_sha256: str) -> Exposure:
         """The cached calibrated exposure of ``path`` (which must be cached)."""
@@ -124,8 +128,8 @@ class ExposureCache:
     def save(
         self, exposure: Exposure, exposure_sha256: str, amp_name: str, amp_header: fits.Header
     ) -> None:
-        """Store ``exposure`` atomically (temporary file, then rename)."""
-        if not self.enabled:
+        """Store ``exposure`` atomically (temporary file, then rename), when kept."""
+        if not (self.enabled and self.keep_exposures):
             return
         meta = {k: getattr(exposure, k) for k in _SCALARS}
         meta["amp_name"] = amp_name

@@ -196,8 +196,9 @@ def _calibrate(path: str, amps: list[AmpElectrons], cfg: dict, masters: Masters)
     bad = mask != 0
     background = sep.Background(image_e, mask=bad, bw=64, bh=64, fw=3, fh=3)
     back_e = background.back()
-    crmask = _cosmic_rays(image_e, variance_e, back_e, bad, detector, cfg)
-    mask[crmask] |= MASK_COSMIC
+    hits = _cosmic_rays(image_e, variance_e, back_e, bad, detector, cfg)
+    mask[hits] |= MASK_COSMIC
+    n_cosmic = int(hits[0].size)
 
     image_e -= back_e
     image = np.multiply(image_e, np.float32(1.0 / exptime), dtype=np.float32)
@@ -215,7 +216,7 @@ def _calibrate(path: str, amps: list[AmpElectrons], cfg: dict, masters: Masters)
         band,
         fwhm_pix * scale,
         depth,
-        int(crmask.sum()),
+        n_cosmic,
     )
     return Exposure(
         path=path,
@@ -234,7 +235,7 @@ def _calibrate(path: str, amps: list[AmpElectrons], cfg: dict, masters: Masters)
         aperture_correction=ap_corr,
         depth_mag_5sigma=float(depth),
         zeropoint_mag=zeropoint,
-        n_cosmic=int(crmask.sum()),
+        n_cosmic=n_cosmic,
     )
 
 
@@ -261,7 +262,10 @@ def _remove_signature(
         image, variance = image_e[rows], variance_e[rows]
         image -= masters.bias_e[rows]
         np.maximum(image, 0.0, out=variance)
-        variance += detector.read_noise_e[rows] ** 2
+        for (amp_rows, amp_cols), read_noise in detector.read_noise_e:
+            if amp_rows.start < rows.stop and start < amp_rows.stop:
+                inside = slice(max(amp_rows.start - start, 0), amp_rows.stop - start)
+                variance[inside, amp_cols] += np.float32(read_noise**2)
         if dark is not None:
             image -= dark[rows] * t
         image /= flat[rows]
@@ -287,8 +291,9 @@ def _cosmic_rays(
     bad: np.ndarray,
     detector,
     cfg: dict,
-) -> np.ndarray:
-    """Flag cosmic-ray pixels and replace them in ``image_e`` (``reduce.cosmic_rays``)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Find cosmic-ray pixels ``(ys, xs)`` and replace them in ``image_e``
+    (``reduce.cosmic_rays``)."""
     section = cfg["reduce"].get("cosmic_rays") or {}
     if section.get("method", "sharpness") == "lacosmic":
         crmask, cleaned = astroscrappy.detect_cosmics(
@@ -298,17 +303,16 @@ def _cosmic_rays(
             sigclip=4.5,
             objlim=5.0,
             gain=1.0,
-            readnoise=float(np.median(detector.read_noise_e)),
+            readnoise=float(np.median([rn for _, rn in detector.read_noise_e])),
             satlevel=float(detector.saturate_e),
             niter=4,
         )
-        crmask &= ~bad
-        image_e[crmask] = cleaned[crmask]
-        return crmask
-    params = CosmicRayParams.from_config(section)
-    crmask = find_cosmic_rays(image_e, variance_e, back_e, bad, params)
-    clean_cosmic_rays(image_e, back_e, crmask, bad)
-    return crmask
+        hits = np.nonzero(crmask & ~bad)
+        image_e[hits] = cleaned[hits]
+        return hits
+    hits = find_cosmic_rays(image_e, variance_e, back_e, bad, CosmicRayParams.from_config(section))
+    clean_cosmic_rays(image_e, back_e, hits, bad)
+    return hits
 
 
 def measure_psf(image: np.ndarray, rms: float, mask: np.ndarray, path: str) -> tuple[float, float]:

@@ -143,8 +143,8 @@ def find_cosmic_rays(
     background: np.ndarray,
     bad: np.ndarray,
     params: CosmicRayParams | None = None,
-) -> np.ndarray:
-    """Boolean mask of cosmic-ray pixels (never a ``bad`` pixel).
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(ys, xs)`` of the cosmic-ray pixels (never a ``bad`` pixel), in no set order.
 
     Parameters
     ----------
@@ -167,15 +167,16 @@ def find_cosmic_rays(
     ys, xs = np.nonzero(excess > floor * low_sigma)
     keep = ~bad[ys, xs]
     ys, xs = ys[keep], xs[keep]
-    flagged = np.zeros(image.shape, bool)
     unusable = bad.copy()
     hit = _sharp(excess, variance, unusable, ys, xs, params.sigma_clip, contrast)
     ys, xs = ys[hit], xs[hit]
     ny, nx = image.shape
+    found_y, found_x = [], []
     for _ in range(params.max_grow + 1):
         if ys.size == 0:
             break
-        flagged[ys, xs] = True
+        found_y.append(ys)
+        found_x.append(xs)
         unusable[ys, xs] = True
         # test the unflagged neighbours of what was just flagged, now without it
         yy = (ys[:, None] + _NEIGHBOURS[None, :, 0]).ravel()
@@ -187,17 +188,22 @@ def find_cosmic_rays(
         ys, xs = ys[keep], xs[keep]
         hit = _sharp(excess, variance, unusable, ys, xs, params.grow_sigma, contrast)
         ys, xs = ys[hit], xs[hit]
-    return flagged
+    empty = np.zeros(0, np.int64)
+    return np.concatenate([empty, *found_y]), np.concatenate([empty, *found_x])
 
 
 def clean_cosmic_rays(
-    image: np.ndarray, background: np.ndarray, flagged: np.ndarray, bad: np.ndarray
+    image: np.ndarray,
+    background: np.ndarray,
+    hits: tuple[np.ndarray, np.ndarray],
+    bad: np.ndarray,
 ) -> None:
-    """Replace flagged pixels of ``image`` in place by their 5 x 5 box's usable mean."""
-    ys, xs = np.nonzero(flagged)
+    """Replace the ``hits`` pixels of ``image`` in place by their 5 x 5 box's usable mean."""
+    ys, xs = hits
     if ys.size == 0:
         return
-    unusable = flagged | bad
+    unusable = bad.copy()
+    unusable[ys, xs] = True
     level, count = _neighbour_mean(image, unusable, ys, xs, _BOX5)
     sky, _ = _neighbour_mean(background, unusable, ys, xs, _BOX5)
     image[ys, xs] = np.where(count > 0, background[ys, xs] + level - sky, background[ys, xs])

@@ -16,6 +16,7 @@ exposures were added calibrates only the new ones.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -42,6 +43,19 @@ from astroflow.reduce.products import Product, ProductCache, exposure_product, p
 from astroflow.reduce.store import field_digest, write_field_store, write_parquet, write_text
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class DetectionFrame:
+    """The exposure objects were detected on: what the object table records of it."""
+
+    path: str
+    psf_fwhm_arcsec: float
+    depth_mag_5sigma: float
+
+    @classmethod
+    def of(cls, exposure: Exposure) -> DetectionFrame:
+        return cls(exposure.path, exposure.psf_fwhm_arcsec, exposure.depth_mag_5sigma)
 
 
 @dataclass
@@ -255,27 +269,31 @@ class FieldReducer:
         )
         paths = self._check_field(paths)
         self.sha256 = {p: sha256_file(p) for p in paths}
-        detection, calibrated, rest = self._detection_exposure(paths)
-        if detection is None:
-            log.warning(
-                "field %s: no usable %s-band exposure; writing an empty store",
-                self.field,
-                self.cfg["reduce"]["detection_band"],
-            )
-            catalog = Catalog.empty()
-        elif (kept := self._kept_catalog(detection)) is not None:
-            catalog = kept
-        else:  # computed with the first batch, while other threads calibrate ahead
-            catalog = dask.delayed(detect_objects)(
-                dask.delayed(detection, traverse=False),
-                float(self.cfg["reduce"]["detect_sigma"]),
-                int(self.cfg["reduce"]["detect_min_area"]),
-            )
+        kept = self._kept_detection(paths)
+        if kept is not None:  # detected in an earlier run: nothing to calibrate for it
+            detection, catalog = kept
+            queue: list = [detection.path] + [p for p in paths if p != detection.path]
+        else:
+            exposure, calibrated, rest = self._detection_exposure(paths)
+            queue = ([exposure] if exposure is not None else []) + [
+                calibrated.get(p, p) for p in rest
+            ]
+            detection = DetectionFrame.of(exposure) if exposure is not None else None
+            if exposure is None:
+                log.warning(
+                    "field %s: no usable %s-band exposure; writing an empty store",
+                    self.field,
+                    self.cfg["reduce"]["detection_band"],
+                )
+                catalog = Catalog.empty()
+            else:  # computed with the first batch, while other threads calibrate ahead
+                catalog = dask.delayed(detect_objects)(
+                    dask.delayed(exposure, traverse=False),
+                    float(self.cfg["reduce"]["detect_sigma"]),
+                    int(self.cfg["reduce"]["detect_min_area"]),
+                )
         used: list[str] = []
         folded: dict[str, str] = {}  # exposure id -> the file co-added under it
-        queue: list = ([detection] if detection is not None else []) + [
-            calibrated.get(p, p) for p in rest
-        ]
         total = len(queue)
         step = self.threads
         fold = None
@@ -300,7 +318,9 @@ class FieldReducer:
             if found:
                 (catalog,) = found
                 if self.products is not None and detection.path in self.sha256:
-                    self.products.save_catalog(self.sha256[detection.path], catalog)
+                    self.products.save_catalog(
+                        self.sha256[detection.path], catalog, dataclasses.asdict(detection)
+                    )
                 log.info(
                     "field %s: %d objects detected on %s",
                     self.field,
@@ -338,20 +358,31 @@ class FieldReducer:
         table = self._table(catalog, detection, fold.phot, fold.ids)
         return planes, table, used
 
-    def _kept_catalog(self, detection: Exposure) -> Catalog | None:
-        """The detection catalog of an earlier run on the same exposure and settings."""
-        sha = self.sha256.get(detection.path)
-        if self.products is None or sha is None:
+    def _kept_detection(self, paths: list[str]) -> tuple[DetectionFrame, Catalog] | None:
+        """The catalog an earlier run detected on the first detection-band exposure (same
+        exposure, calibration and detection settings), with that exposure's PSF and depth."""
+        if self.products is None:
             return None
-        catalog = self.products.load_catalog(sha)
-        if catalog is not None:
+        band = self.cfg["reduce"]["detection_band"]
+        for path in paths:
+            try:
+                header = read_primary_header(path)
+            except FrameError:
+                continue
+            if str(self.layout.profile.get(header, "filter") or "").strip() != band:
+                continue
+            kept = self.products.load_catalog(self.sha256[path])
+            if kept is None:
+                return None
+            catalog, scalars = kept
             log.info(
                 "field %s: %d objects, detected on %s in an earlier run",
                 self.field,
                 len(catalog),
-                detection.path,
+                path,
             )
-        return catalog
+            return DetectionFrame(**{**scalars, "path": path}), catalog
+        return None
 
     def _source(self, item):
         """Delayed calibrated exposure of a queue item (a path, or an exposure/error in hand)."""
@@ -394,7 +425,7 @@ class FieldReducer:
         return planes
 
     def _table(
-        self, catalog: Catalog, detection: Exposure | None, phot: dict, ids: dict
+        self, catalog: Catalog, detection: DetectionFrame | None, phot: dict, ids: dict
     ) -> pd.DataFrame:
         n = len(catalog)
         columns: dict[str, object] = {

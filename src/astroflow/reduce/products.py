@@ -103,16 +103,19 @@ class ProductCache:
         return self.exposures.root / f"{key}.{kind}"
 
     # -- detection catalogs ---------------------------------------------------------------------
-    def load_catalog(self, exposure_sha256: str) -> Catalog | None:
-        """The catalog detected on this exposure with these settings, if kept."""
+    def load_catalog(self, exposure_sha256: str) -> tuple[Catalog, dict] | None:
+        """(catalog, the detection exposure's scalars) of this exposure and settings, if kept."""
         path = self._file(exposure_sha256, "catalog", self._detect_salt)
         if not path.is_file():
             return None
-        return Catalog(*read_records(path, len(_CATALOG_FIELDS)))
+        meta, *columns = read_records(path, 1 + len(_CATALOG_FIELDS))
+        return Catalog(*columns), json.loads(str(meta))
 
-    def save_catalog(self, exposure_sha256: str, catalog: Catalog) -> None:
+    def save_catalog(self, exposure_sha256: str, catalog: Catalog, scalars: dict) -> None:
+        """Keep ``catalog`` with JSON-able ``scalars`` of its exposure (PSF, depth)."""
         path = self._file(exposure_sha256, "catalog", self._detect_salt)
-        write_records(path, [np.asarray(getattr(catalog, f)) for f in _CATALOG_FIELDS])
+        columns = [np.asarray(getattr(catalog, f)) for f in _CATALOG_FIELDS]
+        write_records(path, [np.array(json.dumps(scalars)), *columns])
 
     # -- exposure products ----------------------------------------------------------------------
     def _product_file(self, exposure_sha256: str, digest: str) -> Path:
