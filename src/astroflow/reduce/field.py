@@ -491,7 +491,8 @@ def reduce_field(
     threads : int
         The rule's threads, handed to :func:`astroflow.dask_cluster.dask_client`.
     cache_dir : str, optional
-        Calibrated-exposure cache; default ``exposures/`` next to the store's directory
+        Per-exposure cache (catalogs, products, and calibrated exposures with
+        ``reduce.keep_calibrated``); default ``exposures/`` next to the store's directory
         (``results/reduce/exposures``). Not used when ``reduce.exposure_cache`` is false.
 
     Returns

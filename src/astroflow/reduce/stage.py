@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir",
         metavar="DIR",
         default=None,
-        help="calibrated-exposure cache (default: exposures/ beside the store's directory)",
+        help="per-exposure cache of products and catalogs (default: exposures/ beside the "
+        "store's directory)",
     )
 
     index = sub.add_parser("index", help="gather fields: index.json, objects, quarantine, MLflow")
