@@ -74,19 +74,27 @@ def contrast_for_fwhm(fwhm_pix: float) -> float:
     return 2.0 * (1.0 - m) / m
 
 
-def _neighbour_mean(
+def _gather(
     values: np.ndarray, unusable: np.ndarray, ys: np.ndarray, xs: np.ndarray, offsets: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(mean value, count) of the usable pixels at ``offsets`` around each ``(ys, xs)``."""
+    """(values, usable) ``(n, len(offsets))`` of the pixels at ``offsets`` around each
+    ``(ys, xs)``; off the image or ``unusable`` ones are not usable."""
     ny, nx = values.shape
     yy = ys[:, None] + offsets[None, :, 0]
     xx = xs[:, None] + offsets[None, :, 1]
     inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
     yy = np.clip(yy, 0, ny - 1)
     xx = np.clip(xx, 0, nx - 1)
-    ok = inside & ~unusable[yy, xx]
+    return values[yy, xx], inside & ~unusable[yy, xx]
+
+
+def _neighbour_mean(
+    values: np.ndarray, unusable: np.ndarray, ys: np.ndarray, xs: np.ndarray, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mean value, count) of the usable pixels at ``offsets`` around each ``(ys, xs)``."""
+    near, ok = _gather(values, unusable, ys, xs, offsets)
     count = ok.sum(axis=1)
-    total = np.where(ok, values[yy, xx], 0.0).sum(axis=1, dtype=np.float64)
+    total = np.where(ok, near, 0.0).sum(axis=1, dtype=np.float64)
     return total / np.maximum(count, 1), count
 
 
@@ -98,15 +106,9 @@ def _neighbour_median(
     The median, not the mean: a track pixel has at most a few track pixels around it, so the
     median of its neighbours stays at the sky while their mean would be raised by the track.
     """
-    ny, nx = values.shape
-    yy = ys[:, None] + _NEIGHBOURS[None, :, 0]
-    xx = xs[:, None] + _NEIGHBOURS[None, :, 1]
-    inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
-    yy = np.clip(yy, 0, ny - 1)
-    xx = np.clip(xx, 0, nx - 1)
-    ok = inside & ~unusable[yy, xx]
+    near, ok = _gather(values, unusable, ys, xs, _NEIGHBOURS)
     count = ok.sum(axis=1)
-    ranked = np.sort(np.where(ok, values[yy, xx], np.inf), axis=1)
+    ranked = np.sort(np.where(ok, near, np.inf), axis=1)
     rows = np.arange(len(ys))
     low = ranked[rows, np.maximum(count - 1, 0) // 2]
     high = ranked[rows, count // 2]

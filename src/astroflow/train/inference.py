@@ -55,7 +55,7 @@ class GalaxyClassifier:
         device: str | torch.device | None = None,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if isinstance(model, GalaxyProbability):
+        if isinstance(model, GalaxyProbability | MorphologyPrediction):
             model = model.to(self.device).eval()
         # else: an exported program, already placed by its loader; it refuses .eval()
         self.model = model
@@ -130,18 +130,6 @@ class MorphologyPredictor(GalaxyClassifier):
     Parameters as :class:`GalaxyClassifier`; ``model`` is :class:`MorphologyPrediction` or the
     exported program in a morphology MLflow model.
     """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        n_bands: int,
-        crop_size: int,
-        band_scale_njy: Sequence[float],
-        device: str | torch.device | None = None,
-    ) -> None:
-        super().__init__(model, n_bands, crop_size, band_scale_njy, device)
-        if isinstance(model, MorphologyPrediction):
-            self.model = model.to(self.device).eval()
 
     @torch.inference_mode()
     def predict(self, images: np.ndarray, tta: bool = False, batch_size: int = 512) -> np.ndarray:
