@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from astroflow.evaluate.morphology_metrics import OUTLIER_THRESHOLD, QUANTITIES, residuals
@@ -54,6 +55,10 @@ def plot_pred_vs_true(
                 lo, hi = max(lo, 1e-2) / 1.2, hi * 1.2
                 ax.set_xscale("log")
                 ax.set_yscale("log")
+                for axis in (ax.xaxis, ax.yaxis):  # plain 0.5, 1, 2, 4 rather than 2x10^0
+                    axis.set_major_locator(ticker.FixedLocator([0.5, 1, 2, 3, 4, 6, 8]))
+                    axis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+                    axis.set_minor_formatter(ticker.NullFormatter())
             else:
                 lo, hi = min(lo, 0.0) - 0.02, max(hi, 0.5) + 0.02
             ax.plot([lo, hi], [lo, hi], color="0.4", lw=0.8)
