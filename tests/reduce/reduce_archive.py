@@ -281,3 +281,30 @@ def build_archive(root: Path, n_epochs: int = 1, compress: bool = False, seed: i
     truth.labels_path = str(root / "labels.ecsv")
     labels.write(truth.labels_path, format="ascii.ecsv", overwrite=True)
     return truth
+
+
+def field_args(cfg: dict, archive, exposures, calib, out: Path, threads: int = 2) -> list[str]:
+    """``astroflow reduce field`` arguments reducing ``exposures`` of F00 into ``out``."""
+    import json
+
+    return [
+        "field",
+        "--config-json",
+        json.dumps(cfg),
+        "--field",
+        "F00",
+        "--exposures",
+        *exposures,
+        "--calib",
+        str(calib),
+        "--labels",
+        archive.labels_path,
+        "--out-store",
+        str(out / "F00.zarr"),
+        "--out-objects",
+        str(out / "F00.objects.parquet"),
+        "--out-quarantine",
+        str(out / "F00.quarantine.json"),
+        "--threads",
+        str(threads),
+    ]

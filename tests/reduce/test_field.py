@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
-from reduce_archive import BANDS, ZP, build_archive, make_cfg
+from reduce_archive import BANDS, ZP, build_archive, field_args, make_cfg
 
 from astroflow.io import sha256_file
 from astroflow.reduce.arrays import njy_per_e_per_s
@@ -17,29 +17,7 @@ from astroflow.reduce.stage import main
 
 
 def run_field(archive, calib, out: Path, cfg: dict, threads: int = 2) -> Path:
-    rc = main(
-        [
-            "field",
-            "--config-json",
-            json.dumps(cfg),
-            "--field",
-            "F00",
-            "--exposures",
-            *archive.science_paths,
-            "--calib",
-            str(calib),
-            "--labels",
-            archive.labels_path,
-            "--out-store",
-            str(out / "F00.zarr"),
-            "--out-objects",
-            str(out / "F00.objects.parquet"),
-            "--out-quarantine",
-            str(out / "F00.quarantine.json"),
-            "--threads",
-            str(threads),
-        ]
-    )
+    rc = main(field_args(cfg, archive, archive.science_paths, calib, out, threads))
     assert rc == 0
     return out
 

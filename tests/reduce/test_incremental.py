@@ -30,7 +30,7 @@ def three_epochs(tmp_path_factory):
     return archive, cfg, root / "calib"
 
 
-def _reduce(archive, cfg, calib: Path, out: Path, paths: list[str], cache: Path | None):
+def _reduce(archive, cfg, calib: Path, out: Path, paths: list[str], cache: Path | None, threads=2):
     return reduce_field(
         cfg,
         "F00",
@@ -40,7 +40,7 @@ def _reduce(archive, cfg, calib: Path, out: Path, paths: list[str], cache: Path 
         str(out / "F00.zarr"),
         str(out / "F00.objects.parquet"),
         str(out / "F00.quarantine.json"),
-        threads=2,
+        threads=threads,
         cache_dir=str(cache) if cache is not None else None,
     )
 
@@ -118,17 +118,7 @@ def test_cache_key_follows_the_calibration_config(three_epochs, tmp_path):
 def _peak_bytes(archive, cfg, calib, out, paths) -> int:
     tracemalloc.start()
     try:
-        reduce_field(
-            cfg,
-            "F00",
-            paths,
-            str(calib),
-            archive.labels_path,
-            str(out / "F00.zarr"),
-            str(out / "F00.objects.parquet"),
-            str(out / "F00.quarantine.json"),
-            threads=1,
-        )
+        _reduce(archive, cfg, calib, out, paths, None, threads=1)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from reduce_archive import DET_SHAPE, detector_wcs, make_cfg, science_primary, write_raw
+from reduce_archive import (
+    DET_SHAPE,
+    detector_wcs,
+    field_args,
+    make_cfg,
+    science_primary,
+    write_raw,
+)
 
 from astroflow.reduce.stage import main
 
@@ -64,36 +71,12 @@ def cfg_gri(tmp_path):
     return cfg
 
 
-def _field_args(cfg, archive, exposures, calib, out):
-    return [
-        "field",
-        "--config-json",
-        json.dumps(cfg),
-        "--field",
-        "F00",
-        "--exposures",
-        *exposures,
-        "--calib",
-        str(calib),
-        "--labels",
-        archive.labels_path,
-        "--out-store",
-        str(out / "F00.zarr"),
-        "--out-objects",
-        str(out / "F00.objects.parquet"),
-        "--out-quarantine",
-        str(out / "F00.quarantine.json"),
-        "--threads",
-        "2",
-    ]
-
-
 def test_each_reason_is_quarantined_and_the_field_continues(
     archive, calib_dir, cfg_gri, tmp_path, capsys
 ):
     bad = _bad_files(archive, tmp_path / "bad")
     out = tmp_path / "out"
-    assert main(_field_args(cfg_gri, archive, [*archive.science_paths, *bad], calib_dir, out)) == 0
+    assert main(field_args(cfg_gri, archive, [*archive.science_paths, *bad], calib_dir, out)) == 0
     log_text = capsys.readouterr().err
     entries = json.loads((out / "F00.quarantine.json").read_text())
     by_file = {e["path"].rsplit("/", 1)[-1]: e for e in entries}
@@ -118,7 +101,7 @@ def test_strict_fails_naming_the_file(archive, calib_dir, tmp_path, capsys):
         bad, primary, np.full(DET_SHAPE, 1500.0), np.random.default_rng(1), wcs=detector_wcs()
     )
     out = tmp_path / "out"
-    rc = main(_field_args(cfg, archive, [*archive.science_paths, str(bad)], calib_dir, out))
+    rc = main(field_args(cfg, archive, [*archive.science_paths, str(bad)], calib_dir, out))
     log_text = capsys.readouterr().err
     assert rc == 1
     assert str(bad) in log_text and "missing header keyword FILTER" in log_text
