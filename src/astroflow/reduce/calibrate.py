@@ -20,6 +20,7 @@ import numpy as np
 import sep
 from astropy.time import Time
 from astropy.wcs import WCS
+from scipy.optimize import brentq
 
 from astroflow.io.fits_read import FrameError, read_frame
 from astroflow.io.profile import profile_from_config
@@ -45,6 +46,8 @@ PSF_APERTURE_FWHM = 1.0
 TOTAL_APERTURE_FWHM = 3.0
 #: Minimum number of stars needed to measure the PSF.
 MIN_PSF_STARS = 3
+#: Moffat betas the PSF profile is read in; at the upper end a Moffat is a Gaussian to < 1 %.
+MOFFAT_BETA_RANGE = (1.5, 100.0)
 
 
 @dataclass
@@ -315,6 +318,42 @@ def _cosmic_rays(
     return hits
 
 
+def _moffat_radius(fraction: float, beta: float) -> float:
+    """Radius enclosing ``fraction`` of a Moffat profile's flux, in units of its alpha."""
+    return float(np.sqrt((1.0 - fraction) ** (-1.0 / (beta - 1.0)) - 1.0))
+
+
+def _profile_fwhm(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, masked: np.ndarray, r50: float
+) -> float:
+    """FWHM [pixels] of the stellar locus from its curve of growth.
+
+    ``2 * r50`` is the FWHM of a Gaussian only: a Moffat PSF (beta 3.5, like the atmosphere's)
+    puts more light in its wings, and the same rule reads its FWHM 21 % too wide. The stars'
+    r80/r50 fixes the profile: at or below a Gaussian's ``sqrt(ln 5 / ln 2)`` the Gaussian rule
+    holds; above it, the Moffat beta with that ratio converts r50 to the FWHM,
+    ``2 alpha sqrt(2^(1/beta) - 1)``.
+    """
+    rmax = np.full(x.size, 2.0 * TOTAL_APERTURE_FWHM * r50)
+    radii, flags = sep.flux_radius(image, x, y, rmax, [0.5, 0.8], mask=masked, subpix=5)
+    good = (flags == 0) & np.all(np.isfinite(radii) & (radii > 0), axis=1)
+    if not good.any():
+        return 2.0 * r50
+    r50 = float(np.median(radii[good, 0]))
+    ratio = float(np.median(radii[good, 1] / radii[good, 0]))
+
+    def moffat_ratio(beta: float) -> float:
+        return _moffat_radius(0.8, beta) / _moffat_radius(0.5, beta)
+
+    if ratio <= moffat_ratio(MOFFAT_BETA_RANGE[1]):
+        return 2.0 * r50
+    beta = MOFFAT_BETA_RANGE[0]
+    if ratio < moffat_ratio(beta):
+        beta = brentq(lambda b: moffat_ratio(b) - ratio, *MOFFAT_BETA_RANGE)
+    hwhm_per_alpha = np.sqrt(2.0 ** (1.0 / beta) - 1.0)
+    return 2.0 * r50 * hwhm_per_alpha / _moffat_radius(0.5, beta)
+
+
 def measure_psf(image: np.ndarray, rms: float, mask: np.ndarray, path: str) -> tuple[float, float]:
     """PSF FWHM [pixels] and point-source aperture correction from bright unsaturated stars.
 
@@ -322,10 +361,11 @@ def measure_psf(image: np.ndarray, rms: float, mask: np.ndarray, path: str) -> t
     ``TOTAL_APERTURE_FWHM`` FWHM + 2 px; :mod:`astroflow.reduce.islands`) are candidates.
     Stars form the tightest cluster in half-light radius r50 (galaxies spread to larger radii,
     artefacts to smaller): the locus is the candidate whose +-10 % r50 window holds the most
-    candidates, and the FWHM is the Gaussian-equivalent ``2 * r50`` of the median of that
-    window. The aperture correction is the median fraction of those stars' flux (within
-    ``TOTAL_APERTURE_FWHM`` FWHM) inside the PSF aperture of radius
-    ``PSF_APERTURE_FWHM * FWHM``; it is measured, so it holds for any PSF shape.
+    candidates, and the FWHM comes from those stars' curve of growth (:func:`_profile_fwhm`:
+    Gaussian or Moffat, whichever their r80/r50 says). The aperture correction is the median
+    fraction of those stars' flux (within ``TOTAL_APERTURE_FWHM`` FWHM) inside the PSF
+    aperture of radius ``PSF_APERTURE_FWHM * FWHM``; it is measured, so it holds for any PSF
+    shape.
 
     Raises
     ------
@@ -365,7 +405,7 @@ def measure_psf(image: np.ndarray, rms: float, mask: np.ndarray, path: str) -> t
         raise FrameError(
             path, None, f"PSF not measurable: stellar locus has only {stars.size} stars"
         )
-    fwhm = 2.0 * float(np.median(r50[stars]))
+    fwhm = _profile_fwhm(image, x[stars], y[stars], masked, float(np.median(r50[stars])))
     f_psf, _, fl1 = sep.sum_circle(
         image, x[stars], y[stars], PSF_APERTURE_FWHM * fwhm, mask=masked, subpix=5
     )
