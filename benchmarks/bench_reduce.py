@@ -16,11 +16,11 @@ detections. Everything is measured in this one run, on the same frames:
 - ``mpix_per_s_per_core``: raw megapixels (overscan included) over the CPU seconds of the
   1-worker reduction (process CPU time, so other jobs on the machine do not count). Every
   timed run follows a warm-up reduction of one exposure, so imports and first-use costs are in
-  none of them.
+  none of them, and every reduction figure is the best of 2 interleaved runs (the whole
+  reduction takes ~2.5 s, where one run's noise is ~10 %).
 - ``speedup_2_workers``: wall time with 1 worker over wall time with 2 (load-sensitive).
 - ``incremental_time_ratio``: reduce after adding the Nth exposure to a field reduced with
-  N-1 (its caches of calibrated exposures, catalog and products in place) over the full
-  2-worker reduction.
+  N-1 (its cached catalog and products in place; best of 2) over the full 2-worker reduction.
 
 Usage: ``python benchmarks/bench_reduce.py [--density 20] [--workdir DIR]``; needs the
 ``bench`` extra (photutils) and ``source-extractor`` on PATH. Last line: one JSON object.
@@ -267,19 +267,29 @@ def main() -> None:
 
         warm = [p for p in science if "_r_" in os.path.basename(p)][:1]  # detects, cuts out
         timed_reduce(cfg, warm, calib_dir, labels, work / "w0", 1, work / "cache0")
-        wall1, cpu1, res1 = timed_reduce(cfg, science, calib_dir, labels, work / "w1", 1,
-                                         work / "cache1")
+        # best of 2 interleaved runs each, every run from an empty cache
+        runs = {1: [], 2: []}
+        for rep in range(2):
+            for threads in (1, 2):
+                runs[threads].append(timed_reduce(
+                    cfg, science, calib_dir, labels, work / f"w{threads}",
+                    threads, work / f"cache{threads}-{rep}"))
+        wall1, cpu1, res1 = min(runs[1], key=lambda run: run[1])  # least CPU
+        wall1 = min(run[0] for run in runs[1])
+        wall2, cpu2, res2 = min(runs[2], key=lambda run: run[0])
         log.info("1 worker: %.1f s wall, %.1f s cpu, %d objects", wall1, cpu1, res1.n_objects)
-        wall2, cpu2, res2 = timed_reduce(cfg, science, calib_dir, labels, work / "w2", 2,
-                                         work / "cache2")
         log.info("2 workers: %.1f s wall, %.1f s cpu", wall2, cpu2)
         assert res1.digest == res2.digest, "1 and 2 workers disagree"
 
         # incremental: the field reduced without its last exposure, which is then "added"
-        timed_reduce(cfg, science[:-1], calib_dir, labels, work / "w3", 2, work / "cache3")
-        wall_inc, _, res_inc = timed_reduce(cfg, science, calib_dir, labels, work / "w3", 2,
-                                            work / "cache3")
-        assert (res_inc.n_calibrated, res_inc.digest) == (1, res2.digest)
+        # (best of 2: the rerun is short enough for one run's noise to matter)
+        wall_inc = np.inf
+        for rep in range(2):
+            cache = work / f"cache3-{rep}"
+            timed_reduce(cfg, science[:-1], calib_dir, labels, work / "w3", 2, cache)
+            wall, _, res_inc = timed_reduce(cfg, science, calib_dir, labels, work / "w3", 2, cache)
+            assert (res_inc.n_calibrated, res_inc.digest) == (1, res2.digest)
+            wall_inc = min(wall_inc, wall)
         log.info("incremental (1 of %d new): %.1f s wall", len(science), wall_inc)
 
         wall_naive = {}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dask
@@ -268,7 +269,8 @@ class FieldReducer:
             paths, key=lambda p: (*_order_key(p, self.bands, self.layout.profile)[:-1], order[p])
         )
         paths = self._check_field(paths)
-        self.sha256 = {p: sha256_file(p) for p in paths}
+        with ThreadPoolExecutor(max_workers=max(2, self.threads)) as pool:  # I/O, no GIL
+            self.sha256 = dict(zip(paths, pool.map(sha256_file, paths), strict=True))
         kept = self._kept_detection(paths)
         if kept is not None:  # detected in an earlier run: nothing to calibrate for it
             detection, catalog = kept

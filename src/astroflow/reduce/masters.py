@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -347,9 +348,15 @@ def load_masters(calib_dir: str | Path, layout: Layout) -> Masters:
         inputs[str(path)] = sha256_file(path)
         return data
 
-    bias = read(record["bias"]["file"])
-    dark = read(record["dark"]["file"]) if record.get("dark") else None
-    flats = {band: read(entry["file"]) for band, entry in sorted(record["flat"].items())}
+    names = {"bias": record["bias"]["file"]}
+    if record.get("dark"):
+        names["dark"] = record["dark"]["file"]
+    names.update({f"flat {b}": entry["file"] for b, entry in sorted(record["flat"].items())})
+    # file reads and sha256 release the GIL: read the masters side by side
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        planes = dict(zip(names, pool.map(read, names.values()), strict=True))
+    bias, dark = planes["bias"], planes.get("dark")
+    flats = {key.split(" ", 1)[1]: data for key, data in planes.items() if key.startswith("flat ")}
     for entry in [record["bias"], record.get("dark"), *record["flat"].values()]:
         if entry:
             inputs.update(entry["inputs"])
