@@ -22,10 +22,27 @@ from astroflow.train.nets import StarGalaxyClassifier, build_net
 
 
 class CutoutModule(L.LightningModule):
-    """What the modules of all tasks share: the epoch's shuffle and the optimiser.
+    """What the modules of all tasks share: the epoch's shuffle, the augmented training step
+    and the optimiser.
 
-    Subclasses save ``optimizer``, ``learning_rate`` and ``weight_decay`` as hyperparameters.
+    Subclasses save ``crop_size``, ``optimizer``, ``learning_rate`` and ``weight_decay`` as
+    hyperparameters, and define ``forward`` and :meth:`loss` (of the forward output and the
+    batch's targets).
     """
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must define loss()")
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        x, y = batch
+        x = random_dihedral(random_crop(x, self.hparams.crop_size))
+        loss = self.loss(self(x), y)
+        n = len(y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=n)
+        return loss
 
     def on_train_epoch_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -109,22 +126,13 @@ class StarGalaxyModule(CutoutModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(x)
 
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
-        x, y = batch
-        x = random_dihedral(random_crop(x, self.hparams.crop_size))
-        logits = self.classifier(x)
-        loss = F.binary_cross_entropy_with_logits(logits, y)
-        n = len(y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=n)
-        return loss
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(output, target)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self.classifier(x)
-        loss = F.binary_cross_entropy_with_logits(logits, y)
+        loss = self.loss(logits, y)
         self.val_auc.update(torch.sigmoid(logits), y.long())
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log("val/auc", self.val_auc, on_epoch=True, prog_bar=True, batch_size=len(y))

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from astroflow.train.augment import random_crop, random_dihedral
 from astroflow.train.module import CutoutModule
 from astroflow.train.nets import build_net, normalise_cutouts
 
@@ -202,24 +201,14 @@ class MorphologyModule(CutoutModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.regressor(x)
 
-    def _loss(self, z_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.huber_loss(z_pred, self.regressor.standardise(y), delta=HUBER_DELTA)
-
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
-        x, y = batch
-        x = random_dihedral(random_crop(x, self.hparams.crop_size))
-        loss = self._loss(self.regressor(x), y)
-        n = len(y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=n)
-        return loss
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Huber loss of the standardised outputs against the standardised targets."""
+        return F.huber_loss(output, self.regressor.standardise(target), delta=HUBER_DELTA)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         z = self.regressor(x)
-        self.log("val/loss", self._loss(z, y), on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("val/loss", self.loss(z, y), on_epoch=True, prog_bar=True, batch_size=len(y))
         pred = self.regressor.physical(z.float())
         # Residuals as evaluation reports them: dex for n, plain difference for e.
         self._val_residuals.append(
