@@ -157,3 +157,35 @@ def train_cfg(tmp_path) -> dict:
         },
         source="tests/train/conftest.py",
     )
+
+
+def quick_fit(index_path: Path, out: Path, task: str = "classification"):
+    """(trainer, module, datamodule, index) of a 2-batch, 1-epoch resnet fit on a fixture
+    dataset: enough to test what a fit leaves behind, not how well it learns."""
+    from astroflow.config import validate
+    from astroflow.split import assign_splits
+    from astroflow.train.data import CutoutDataModule, read_index
+    from astroflow.train.fit import train_model
+
+    cfg = validate(
+        {
+            "seed": 3,
+            "instrument": {"bands": ["g", "r", "i"]},
+            "train": {"max_epochs": 1, "batch_size": 16, "models": ["resnet"]},
+        }
+    )
+    index = read_index(index_path)
+    split = assign_splits(index.objects, cfg["train"]["split"], seed=cfg["seed"])
+    dm = CutoutDataModule.from_config(cfg, index, split, task=task)
+    if task == "morphology":
+        dm.check_targets()
+    trainer, module = train_model(
+        cfg,
+        "resnet",
+        dm,
+        out,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        enable_progress_bar=False,
+    )
+    return trainer, module, dm, index

@@ -7,38 +7,17 @@ import pytest
 import torch
 import zarr
 
-from astroflow.split import assign_splits
 from astroflow.train.augment import dihedral
-from astroflow.train.data import CutoutDataModule, read_index
-from astroflow.train.fit import train_model
 from astroflow.train.inference import load_checkpoint, load_classifier
 from astroflow.train.mlflow_model import save_model_dir  # imports mlflow.pyfunc quietly
+
+from .conftest import quick_fit
 
 
 @pytest.fixture(scope="module")
 def trained(reduce_index, tmp_path_factory):
-    from astroflow.config import validate
-
-    cfg = validate(
-        {
-            "seed": 3,
-            "instrument": {"bands": ["g", "r", "i"]},
-            "train": {"max_epochs": 1, "batch_size": 16, "models": ["resnet"]},
-        }
-    )
-    index = read_index(reduce_index)
-    split = assign_splits(index.objects, cfg["train"]["split"], seed=cfg["seed"])
-    dm = CutoutDataModule.from_config(cfg, index, split)
     out = tmp_path_factory.mktemp("train")
-    _, module = train_model(
-        cfg,
-        "resnet",
-        dm,
-        out,
-        limit_train_batches=2,
-        limit_val_batches=2,
-        enable_progress_bar=False,
-    )
+    _, module, _, index = quick_fit(reduce_index, out)
     images = zarr.open_group(index.stores["F00"], mode="r")["images"][:40]
     return module, out, images
 

@@ -13,8 +13,7 @@ import torch
 import zarr
 
 from astroflow.split import assign_splits
-from astroflow.train.data import CutoutDataModule, read_index, select_rows
-from astroflow.train.fit import train_model
+from astroflow.train.data import read_index, select_rows
 from astroflow.train.inference import (
     load_classifier,
     load_morphology,
@@ -28,6 +27,8 @@ from astroflow.train.morphology import (
     to_target_space,
 )
 from astroflow.train.nets import NETS, StarGalaxyClassifier, build_net
+
+from .conftest import quick_fit
 
 
 def add_morphology_labels(index_path, seed: int = 11) -> None:
@@ -130,29 +131,8 @@ def read_index_without_morphology(index_path):
 
 @pytest.fixture(scope="module")
 def trained_regressor(morph_index, tmp_path_factory):
-    from astroflow.config import validate
-
-    cfg = validate(
-        {
-            "seed": 3,
-            "instrument": {"bands": ["g", "r", "i"]},
-            "train": {"max_epochs": 1, "batch_size": 16, "models": ["resnet"]},
-        }
-    )
-    index = read_index(morph_index)
-    split = assign_splits(index.objects, cfg["train"]["split"], seed=cfg["seed"])
-    dm = CutoutDataModule.from_config(cfg, index, split, task="morphology")
-    dm.check_targets()
     out = tmp_path_factory.mktemp("train_morph")
-    trainer, module = train_model(
-        cfg,
-        "resnet",
-        dm,
-        out,
-        limit_train_batches=2,
-        limit_val_batches=2,
-        enable_progress_bar=False,
-    )
+    trainer, module, dm, index = quick_fit(morph_index, out, task="morphology")
     images = zarr.open_group(index.stores["F00"], mode="r")["images"][:30]
     return trainer, module, out, images, dm
 

@@ -79,6 +79,7 @@ class ProductCache:
 
     def __init__(self, exposures: ExposureCache, cfg: dict):
         self.exposures = exposures
+        self._last_digest: tuple[Catalog, str] | None = None
         reduce = cfg["reduce"]
         self._detect_salt = config_hash(
             {
@@ -96,6 +97,13 @@ class ProductCache:
                 ),
             }
         )
+
+    def _digest(self, catalog: Catalog) -> str:
+        """:func:`catalog_digest`, remembered for the last catalog (a field asks for every
+        exposure with the same one)."""
+        if self._last_digest is None or self._last_digest[0] is not catalog:
+            self._last_digest = (catalog, catalog_digest(catalog))
+        return self._last_digest[1]
 
     def _file(self, exposure_sha256: str, kind: str, salt: str) -> Path:
         base = self.exposures.file(exposure_sha256).stem
@@ -122,11 +130,11 @@ class ProductCache:
         return self._file(exposure_sha256, "products", f"{self._product_salt}:{digest}")
 
     def has_product(self, exposure_sha256: str, catalog: Catalog) -> bool:
-        return self._product_file(exposure_sha256, catalog_digest(catalog)).is_file()
+        return self._product_file(exposure_sha256, self._digest(catalog)).is_file()
 
     def load_product(self, path: str, exposure_sha256: str, catalog: Catalog) -> Product:
         """The kept product of the exposure at ``path`` (which must be kept)."""
-        file = self._product_file(exposure_sha256, catalog_digest(catalog))
+        file = self._product_file(exposure_sha256, self._digest(catalog))
         count = 1 + len(_PHOTOMETRY_FIELDS) + 4
         meta, *arrays = read_records(file, count)
         meta = json.loads(str(meta))
@@ -135,7 +143,7 @@ class ProductCache:
         return Product(path, meta["expnum"], meta["band"], photometry, cutouts)
 
     def save_product(self, product: Product, exposure_sha256: str, catalog: Catalog) -> None:
-        file = self._product_file(exposure_sha256, catalog_digest(catalog))
+        file = self._product_file(exposure_sha256, self._digest(catalog))
         meta = np.array(json.dumps({"expnum": product.expnum, "band": product.band}))
         photometry = [getattr(product.photometry, f) for f in _PHOTOMETRY_FIELDS]
         write_records(file, [meta, *photometry, *product.cutouts])

@@ -197,6 +197,11 @@ def load_morphology(model_dir: str | Path, device: str | None = None) -> Morphol
     return load_classifier(model_dir, device, expected_task="morphology")
 
 
+def _submodule_state(state: dict, prefix: str) -> dict:
+    """The entries of a Lightning module's state dict under one submodule, prefix removed."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def _read_checkpoint(ckpt_path: Path) -> tuple[dict, dict]:
     """Hyperparameters and state dict of a Lightning checkpoint (``weights_only=True``)."""
     try:
@@ -222,10 +227,7 @@ def classifier_from_checkpoint(ckpt_path: str | Path) -> StarGalaxyClassifier:
         raise ValueError(f"{ckpt_path}: a {hp['task']} checkpoint, not a classifier")
     net = build_net(hp["model_name"], hp["n_bands"], hp["crop_size"])
     classifier = StarGalaxyClassifier(net, hp["band_scale_njy"], hp["crop_size"])
-    prefix = "classifier."
-    classifier.load_state_dict(
-        {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    )
+    classifier.load_state_dict(_submodule_state(state, "classifier."))
     return classifier
 
 
@@ -255,10 +257,7 @@ def regressor_from_checkpoint(ckpt_path: str | Path) -> MorphologyRegressor:
         hp["target_mean"],
         hp["target_std"],
     )
-    prefix = "regressor."
-    regressor.load_state_dict(
-        {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    )
+    regressor.load_state_dict(_submodule_state(state, "regressor."))
     return regressor
 
 
