@@ -47,7 +47,7 @@ from astroflow.reduce.calibrate import calibrate_exposure
 from astroflow.reduce.cosmics import clean_cosmic_rays, find_cosmic_rays
 from astroflow.reduce.detect import detect_objects, measure
 from astroflow.reduce.field import reduce_field
-from astroflow.reduce.masters import build_masters, load_masters
+from astroflow.reduce.masters import build_masters, forget_masters, load_masters
 
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench_reduce")
@@ -82,7 +82,9 @@ def simulate(cfg: dict, work: Path) -> tuple[list[str], list[str], str]:
 
 
 def timed_reduce(cfg, science, calib_dir, labels, out: Path, threads: int, cache: Path):
-    """(wall s, cpu s, FieldResult) of one ``reduce_field`` run."""
+    """(wall s, cpu s, FieldResult) of one ``reduce_field`` run, masters loaded in it (as in
+    a new field job)."""
+    forget_masters()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     result = reduce_field(
         cfg, "F00", science, str(calib_dir), labels, str(out / "F00.zarr"),

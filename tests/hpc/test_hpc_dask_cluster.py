@@ -1,4 +1,4 @@
-"""astroflow.dask_cluster: the three schedulers compute like numpy, close cleanly, describe
+"""astroflow.dask_cluster: the four schedulers compute like numpy, close cleanly, describe
 themselves; dask-jobqueue renders the SLURM job script from the config; the tracking check."""
 
 from __future__ import annotations
@@ -37,14 +37,56 @@ def _check_equal(runner, x, a):
     np.testing.assert_allclose(centred, x - x.mean(), rtol=1e-5, atol=1e-6)
 
 
-def test_threads_is_the_default_and_computes_like_numpy(uneven):
+def test_processes_is_the_default_and_computes_like_numpy(uneven):
     x, a = uneven
     with dask_client({}, threads=3) as runner:
-        assert runner.scheduler == "threads"
+        assert runner.scheduler == "processes"
         assert runner.client is None
         assert runner.parallelism == 3
-        assert runner.spec == {"scheduler": "threads", "num_workers": 3}
+        assert runner.spec == {"scheduler": "processes", "num_workers": 3, "start_method": "fork"}
         _check_equal(runner, x, a)
+    with dask_client({"dask": {"scheduler": "threads"}}, threads=2) as runner:
+        assert runner.spec == {"scheduler": "threads", "num_workers": 2}
+        _check_equal(runner, x, a)
+
+
+def _pid_and_square(value):
+    if value < 0:
+        raise ValueError(f"negative: {value}")
+    return os.getpid(), value * value
+
+
+@pytest.mark.parametrize("scheduler", ["processes", "threads"])
+def test_executor_runs_tasks_in_workers(scheduler):
+    """The executor behind the reduce stage's exposure tasks: processes run them in other
+    processes, threads in this one; results in submission order, errors raised by result()."""
+    with dask_client({"dask": {"scheduler": scheduler}}, threads=2) as runner:
+        with runner.executor() as pool:
+            futures = [pool.submit(_pid_and_square, v) for v in range(6)]
+            failed = pool.submit(_pid_and_square, -1)
+            results = [f.result() for f in futures]
+            with pytest.raises(ValueError, match="negative: -1"):
+                failed.result()
+    assert [square for _, square in results] == [v * v for v in range(6)]
+    pids = {pid for pid, _ in results}
+    if scheduler == "processes":
+        assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    else:
+        assert pids == {os.getpid()}
+
+
+def test_one_worker_runs_each_task_when_its_result_is_asked():
+    """One worker: no pool; a task submitted ahead runs only when its result is wanted, so it
+    can use what the caller did in between (as the field job's catalog board relies on)."""
+    done = []
+    with dask_client({}, threads=1) as runner:
+        with runner.executor() as pool:
+            later = pool.submit(lambda: list(done))
+            done.append("catalog posted")
+            assert later.result() == ["catalog posted"]
+            assert later.result() == ["catalog posted"]  # ran once
+            failed = pool.submit(_pid_and_square, -2)
+            assert isinstance(failed.exception(), ValueError)
 
 
 @pytest.mark.parametrize("processes", [False, True])

@@ -185,7 +185,7 @@ def test_index_gathers_fields_and_logs_one_mlflow_run(epochs2, tmp_path):
     run = runs[runs["tags.stage"] == "reduce"].iloc[0]
     assert run["metrics.n_objects"] == 16 and run["metrics.n_fields"] == 1
     assert run["tags.dataset_digest"] == index["digest"]
-    assert run["params.dask_scheduler"] == "threads"  # the scheduler the fields ran on
+    assert run["params.dask_scheduler"] == "processes"  # the scheduler the fields ran on
 
 
 def test_local_dask_cluster_gives_the_same_dataset(epochs2, tmp_path):

@@ -132,3 +132,29 @@ def test_bad_calibration_frame_is_quarantined_in_masters(archive, tmp_path):
     assert record["quarantine"] == [
         {"path": str(empty), "hdu": None, "reason": "empty file (0 bytes)"}
     ]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_unusable_detection_exposure_is_set_aside_and_the_next_one_detects(
+    archive, calib_dir, tmp_path, threads
+):
+    """The first r-band exposure (lowest EXPNUM) has no WCS: it is quarantined once, objects
+    are detected on the next r exposure, and the field equals one reduced without it."""
+    bad = tmp_path / "nowcs_first.fits"
+    rng = np.random.default_rng(2)
+    write_raw(bad, science_primary("F00", "r", 1), np.full(DET_SHAPE, 1500.0), rng, wcs=None)
+    cfg = make_cfg(tmp_path)
+    runs = {}
+    for name, extra in (("with", [str(bad)]), ("without", [])):
+        out = tmp_path / name
+        exposures = [*archive.science_paths, *extra]
+        assert main(field_args(cfg, archive, exposures, calib_dir, out, threads)) == 0
+        runs[name] = out
+    entries = json.loads((runs["with"] / "F00.quarantine.json").read_text())
+    assert [e["path"] for e in entries] == [str(bad)]
+    assert "missing or invalid WCS" in entries[0]["reason"]
+    digest = [
+        json.loads((runs[name] / "F00.zarr" / "zarr.json").read_text())["attributes"]["digest"]
+        for name in ("with", "without")
+    ]
+    assert digest[0] == digest[1]  # the images and the whole object table

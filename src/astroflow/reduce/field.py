@@ -1,31 +1,32 @@
 """Reduce one field end to end: calibrate, detect, measure, cut out, label, store.
 
-Exposures (and, inside each, amplifiers) are Dask tasks, computed on the scheduler that
-:func:`astroflow.dask_cluster.dask_client` picks from the ``dask`` config section (the rule's
-``threads`` on the threaded scheduler by default). Exposures are submitted in batches of the
-runner's parallelism, together with the calibration of up to ``parallelism - 1`` exposures of
-the next batch (so no thread idles behind detection or a batch's slowest task); each product
-task returns only the per-object products (photometry and cutouts), which are folded into
-per-band accumulators in a fixed order. So at most two calibrated exposures per worker thread
-(one with a single thread, plus the detection exposure) are alive at a time, and the result
-does not depend on which task finished first (deterministic output).
+The unit of parallel work is the exposure (:mod:`astroflow.reduce.exposure_work`): a task
+reads, calibrates, measures and cuts out one or two exposures and returns only their
+per-object products, on the executor :meth:`astroflow.dask_cluster.DaskRunner.executor` picks
+from the ``dask`` config section (by default the rule's threads as forked worker processes;
+a LocalCluster or SLURM workers on request). The job itself calibrates the detection exposure
+and detects while the first tasks calibrate theirs (two exposures each, so no worker idles
+behind detection), and posts the catalog on a :class:`~astroflow.reduce.board.CatalogBoard`
+for them. It folds the products into per-band accumulators in a fixed order as they come,
+with at most ``2 x parallelism`` tasks outstanding, so memory is bounded whatever the number
+of exposures, and the result does not depend on which task finished first (deterministic
+output, the same for any number of workers).
 
-Calibrated exposures are cached per exposure (:mod:`astroflow.reduce.cache`): a rerun after
-exposures were added calibrates only the new ones.
+Products, detection catalogs and (on request) calibrated exposures are kept per exposure
+(:mod:`astroflow.reduce.products`, :mod:`astroflow.reduce.cache`): a rerun after exposures
+were added calibrates only the new ones.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import dask
 import numpy as np
 import pandas as pd
-from dask.delayed import Delayed
 
 import astroflow
 from astroflow.config import config_hash
@@ -34,29 +35,23 @@ from astroflow.io.fits_read import FrameError, read_primary_header, sha256_file
 from astroflow.io.profile import InstrumentProfile, load_profile
 from astroflow.reduce.arrays import njy_per_e_per_s
 from astroflow.reduce.assemble import Layout
+from astroflow.reduce.board import CatalogBoard
 from astroflow.reduce.cache import ExposureCache
-from astroflow.reduce.calibrate import Exposure, amp_task, finish_exposure
 from astroflow.reduce.cutouts import BandAccumulator
-from astroflow.reduce.detect import Catalog, detect_objects, flux_to_mag
+from astroflow.reduce.detect import Catalog, flux_to_mag
+from astroflow.reduce.exposure_work import (
+    Detection,
+    DetectionFrame,
+    ExposureWork,
+    detect,
+    exposure_products,
+)
 from astroflow.reduce.labels import labels_columns, match_labels, match_morphology, read_labels
-from astroflow.reduce.masters import Masters, load_masters
-from astroflow.reduce.products import Product, ProductCache, exposure_product, product_kept
+from astroflow.reduce.masters import cached_masters
+from astroflow.reduce.products import Product, ProductCache
 from astroflow.reduce.store import field_digest, write_field_store, write_parquet, write_text
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DetectionFrame:
-    """The exposure objects were detected on: what the object table records of it."""
-
-    path: str
-    psf_fwhm_arcsec: float
-    depth_mag_5sigma: float
-
-    @classmethod
-    def of(cls, exposure: Exposure) -> DetectionFrame:
-        return cls(exposure.path, exposure.psf_fwhm_arcsec, exposure.depth_mag_5sigma)
 
 
 @dataclass
@@ -115,24 +110,28 @@ class _FieldSums:
 
 
 class FieldReducer:
-    """Reduce the exposures of one field (see module docstring)."""
+    """Reduce the exposures of one field (see module docstring).
 
-    def __init__(
-        self,
-        cfg: dict,
-        field: str,
-        masters: Masters,
-        runner: DaskRunner,
-        cache: ExposureCache | None = None,
-    ):
+    Parameters
+    ----------
+    work : ExposureWork
+        What the exposure tasks share: config, master calibrations, caches.
+    runner : DaskRunner
+        Where the tasks run (its ``parallelism`` sizes the first tasks and the window).
+    scratch : str
+        A directory the workers can see, for the catalog board.
+    """
+
+    def __init__(self, work: ExposureWork, field: str, runner: DaskRunner, scratch: str):
+        cfg = work.cfg
         self.cfg = cfg
+        self.work = work
         self.field = field
-        self.masters = masters
         self.runner = runner
         self.threads = runner.parallelism
-        self.cache = cache
-        enabled = cache is not None and cache.enabled
-        self.products = ProductCache(cache, cfg) if enabled else None
+        self.scratch = scratch
+        self.cache = work.exposures
+        self.products = work.products
         #: sha256 of every exposure file, filled by :meth:`run` (provenance and cache keys).
         self.sha256: dict[str, str] = {}
         self.n_calibrated = 0
@@ -142,63 +141,6 @@ class FieldReducer:
         self.size = int(cfg["reduce"]["cutout_size"])
         self.scale = float(cfg["instrument"]["pixel_scale_arcsec"])
         self.quarantine: list[dict] = []
-
-    # -- Dask graph pieces -------------------------------------------------------------------
-    def _exposure_task(self, path: str):
-        """Delayed calibrated exposure: from the cache, or one task per amplifier + finish."""
-        sha = self.sha256.get(path)
-        cache = self.cache
-        if cache is not None and sha is not None and cache.has(sha):
-            self.n_from_cache += 1
-            return dask.delayed(cache.load)(path, sha)
-        self.n_calibrated += 1
-        method = self.cfg["reduce"]["overscan_method"]
-        amps = [
-            dask.delayed(amp_task)(path, k, self.layout, method) for k in range(self.layout.n_amps)
-        ]
-        cfg, masters = self.cfg, self.masters
-
-        def finish(amp_results):
-            exposure = finish_exposure(path, amp_results, cfg, masters)
-            if isinstance(exposure, Exposure) and exposure.band == "":
-                return FrameError(path, "PRIMARY", "empty FILTER")
-            if isinstance(exposure, Exposure) and cache is not None and sha is not None:
-                cache.save(exposure, sha, amp_results[0].name, amp_results[0].header)
-            return exposure
-
-        return dask.delayed(finish)(amps)
-
-    def _product_task(self, item, catalog):
-        """Delayed product of a queue item (a path, or an exposure/error in hand): kept from
-        an earlier run when the catalog is known and unchanged, else made (and kept).
-
-        Free functions only: the task must not carry the runner, whose distributed client
-        cannot be pickled to workers.
-        """
-        path = item if isinstance(item, str) else getattr(item, "path", None)
-        sha = self.sha256.get(path) if path is not None else None
-        if self._product_is_kept(item, catalog):
-            if isinstance(item, str):
-                self.n_from_cache += 1
-            return dask.delayed(self.products.load_product)(path, sha, catalog)
-        batch = int(self.cfg["reduce"]["chunk_objects"])
-        source = self._source(item)
-        if self.products is not None and sha is not None and not isinstance(item, FrameError):
-            return dask.delayed(product_kept)(
-                self.products, sha, source, catalog, self.size, self.scale, batch
-            )
-        return dask.delayed(exposure_product)(source, catalog, self.size, self.scale, batch)
-
-    def _product_is_kept(self, item, catalog) -> bool:
-        if self.products is None or isinstance(catalog, Delayed):
-            return False
-        if not isinstance(item, str | Exposure):
-            return False
-        sha = self.sha256.get(item if isinstance(item, str) else item.path)
-        return sha is not None and self.products.has_product(sha, catalog)
-
-    def _compute(self, tasks: list):
-        return self.runner.compute(*tasks)
 
     def _set_aside(self, error: FrameError) -> None:
         if self.cfg["reduce"]["strict"]:
@@ -226,44 +168,66 @@ class FieldReducer:
             usable.append(path)
         return usable
 
-    def _detection_exposure(
-        self, paths: list[str]
-    ) -> tuple[Exposure | None, dict[str, Exposure | FrameError], list[str]]:
-        """Calibrate detection-band exposures in order until one is usable.
-
-        Each try calibrates the next ``parallelism - 1`` exposures alongside, which the first
-        batch of products needs anyway, so no worker idles while detection waits for its
-        exposure. Returns (detection exposure or None, those already calibrated by path, the
-        paths other than the detection exposure's, in order).
-        """
+    def _in_detection_band(self, paths: list[str]) -> list[str]:
+        """The readable exposures of ``reduce.detection_band``, in order."""
         band = self.cfg["reduce"]["detection_band"]
-        remaining = list(paths)
-        done: dict[str, Exposure | FrameError] = {}
+        found = []
         for path in paths:
             try:
                 header = read_primary_header(path)
-                header_band = str(self.layout.profile.get(header, "filter") or "").strip()
             except FrameError:
                 continue
-            if header_band != band:
-                continue
-            remaining.remove(path)
-            if path in done:
-                result = done.pop(path)
-            else:
-                along = [p for p in remaining if p not in done][: self.threads - 1]
-                result, *others = self._compute([self._exposure_task(p) for p in (path, *along)])
-                done.update(zip(along, others, strict=True))
-            if isinstance(result, FrameError):
-                self._set_aside(result)
-                continue
-            return result, done, remaining
-        return None, done, remaining
+            if str(self.layout.profile.get(header, "filter") or "").strip() == band:
+                found.append(path)
+        return found
 
-    def run(self, paths: list[str]) -> tuple[dict, pd.DataFrame, list[str]]:
-        """Reduce ``paths``; returns (planes, objects table, used exposure paths)."""
+    def _count(self, path: str) -> None:
+        """Count an exposure about to be made: calibrated here, or taken from the cache."""
+        sha = self.sha256.get(path)
+        if self.cache is not None and sha is not None and self.cache.has(sha):
+            self.n_from_cache += 1
+        else:
+            self.n_calibrated += 1
+
+    def _detect(
+        self, first: Future | None, candidates: list[str], board: CatalogBoard
+    ) -> tuple[DetectionFrame | None, Catalog, dict[str, Product | FrameError | None]]:
+        """The detection task's result: (frame, catalog, {path: product} of what it made).
+
+        Should the first detection-band exposure be unusable, the next ones are tried here,
+        in order (their tasks make their products and report their errors); with none
+        usable, the catalog is empty."""
+        found = first.result() if first is not None else None
+        made = {}
+        if isinstance(found, FrameError):
+            self._set_aside(found)
+            made[found.path] = None
+            for path in candidates[1:]:
+                found = detect(self.work, path, self.sha256.get(path), board.path, False)
+                if isinstance(found, Detection):
+                    break
+        if isinstance(found, Detection):
+            log.info(
+                "field %s: %d objects detected on %s",
+                self.field,
+                len(found.catalog),
+                found.frame.path,
+            )
+            if found.product is not None:
+                made[found.frame.path] = found.product
+            return found.frame, found.catalog, made
+        log.warning(
+            "field %s: no usable %s-band exposure; writing an empty store",
+            self.field,
+            self.cfg["reduce"]["detection_band"],
+        )
+        board.post(Catalog.empty())
+        return None, Catalog.empty(), made
+
+    def _ordered(self, paths: list[str]) -> list[str]:
+        """``paths`` in fold order, this field's only, and their sha256 in ``self.sha256``."""
         # Ties (a repeated exposure id) keep the order given, so the first copy given is the
-        # one co-added and later copies are set aside as duplicates (see the fold below).
+        # one co-added and later copies are set aside as duplicates (see the fold).
         order = {p: i for i, p in reversed(list(enumerate(paths)))}
         paths = sorted(
             paths, key=lambda p: (*_order_key(p, self.bands, self.layout.profile)[:-1], order[p])
@@ -271,85 +235,31 @@ class FieldReducer:
         paths = self._check_field(paths)
         with ThreadPoolExecutor(max_workers=max(2, self.threads)) as pool:  # I/O, no GIL
             self.sha256 = dict(zip(paths, pool.map(sha256_file, paths), strict=True))
-        kept = self._kept_detection(paths)
-        if kept is not None:  # detected in an earlier run: nothing to calibrate for it
-            detection, catalog = kept
-            queue: list = [detection.path] + [p for p in paths if p != detection.path]
-        else:
-            exposure, calibrated, rest = self._detection_exposure(paths)
-            queue = ([exposure] if exposure is not None else []) + [
-                calibrated.get(p, p) for p in rest
-            ]
-            detection = DetectionFrame.of(exposure) if exposure is not None else None
-            if exposure is None:
-                log.warning(
-                    "field %s: no usable %s-band exposure; writing an empty store",
-                    self.field,
-                    self.cfg["reduce"]["detection_band"],
-                )
-                catalog = Catalog.empty()
-            else:  # computed with the first batch, while other threads calibrate ahead
-                catalog = dask.delayed(detect_objects)(
-                    dask.delayed(exposure, traverse=False),
-                    float(self.cfg["reduce"]["detect_sigma"]),
-                    int(self.cfg["reduce"]["detect_min_area"]),
-                )
-        used: list[str] = []
-        folded: dict[str, str] = {}  # exposure id -> the file co-added under it
-        total = len(queue)
-        step = self.threads
-        fold = None
-        for start in range(0, total, step):
-            batch = queue[start : start + step]
-            tasks = [self._product_task(item, catalog) for item in batch]
-            # Calibrate up to threads - 1 of the next batch's exposures meanwhile, so threads do
-            # not idle behind detection or a batch's slowest task (at most 2 x threads
-            # calibrated exposures alive; none ahead with one thread).
-            ahead = [
-                i
-                for i in range(start + step, min(start + 2 * step - 1, total))
-                if isinstance(queue[i], str) and not self._product_is_kept(queue[i], catalog)
-            ]
-            found, products, early = self._compute(
-                [
-                    [catalog] if isinstance(catalog, Delayed) else [],
-                    tasks,
-                    [self._exposure_task(queue[i]) for i in ahead],
-                ]
-            )
-            if found:
-                (catalog,) = found
-                if self.products is not None and detection.path in self.sha256:
-                    self.products.save_catalog(
-                        self.sha256[detection.path], catalog, dataclasses.asdict(detection)
-                    )
-                log.info(
-                    "field %s: %d objects detected on %s",
-                    self.field,
-                    len(catalog),
-                    detection.path,
-                )
-            if fold is None:
-                fold = _FieldSums(len(catalog), self.size, self.bands)
-            queue[start : start + step] = [None] * len(batch)  # done: let them go
-            for i, exposure in zip(ahead, early, strict=True):
-                queue[i] = exposure
-            for product in products:
-                if isinstance(product, FrameError):
-                    self._set_aside(product)
-                    continue
-                if self._is_duplicate(product, folded):
-                    continue
-                fold.add(product)
-                used.append(product.path)
-            log.info(
-                "field %s: %d/%d exposures processed",
-                self.field,
-                min(start + step, total),
-                total,
-            )
-        if fold is None:  # no usable exposure at all
-            fold = _FieldSums(len(catalog), self.size, self.bands)
+        return paths
+
+    def run(self, paths: list[str]) -> tuple[dict, pd.DataFrame, list[str]]:
+        """Reduce ``paths``; returns (planes, objects table, used exposure paths)."""
+        paths = self._ordered(paths)
+        candidates = self._in_detection_band(paths)
+        kept = self._kept_detection(candidates[:1])
+        first = kept[0].path if kept else (candidates[0] if candidates else None)
+        queue = ([first] if first else []) + [p for p in paths if p != first]
+        with self.runner.executor() as pool, CatalogBoard(self.scratch) as board:
+            if kept:
+                (detection, catalog), made = kept, {}
+                todo = [p for p in queue if not self._product_is_kept(p, catalog)]
+                tasks = self._submit(pool, todo, catalog, paired=0)
+            else:
+                found = None
+                if first:  # detection first, so a worker starts on it at once
+                    self._count(first)
+                    sha = self.sha256.get(first)
+                    found = pool.submit(detect, self.work, first, sha, board.path)
+                # pairs keep the other workers busy during detection (none with one worker)
+                paired = self.threads - 1 if self.threads > 1 else 0
+                tasks = self._submit(pool, queue[1:] if first else queue, board.path, paired)
+                detection, catalog, made = self._detect(found, candidates, board)
+            fold, used = self._fold(queue, tasks, made, catalog)
         log.info(
             "field %s: %d exposure(s) calibrated, %d taken from the exposure cache",
             self.field,
@@ -360,37 +270,58 @@ class FieldReducer:
         table = self._table(catalog, detection, fold.phot, fold.ids)
         return planes, table, used
 
-    def _kept_detection(self, paths: list[str]) -> tuple[DetectionFrame, Catalog] | None:
+    def _submit(self, pool: Executor, todo: list[str], catalog, paired: int) -> _Tasks:
+        for path in todo:
+            self._count(path)
+        return _Tasks(pool, self, _groups(todo, paired), catalog)
+
+    def _fold(
+        self, queue: list[str], tasks: _Tasks, made: dict, catalog: Catalog
+    ) -> tuple[_FieldSums, list[str]]:
+        """Fold every exposure's product in queue order: from its task, made already, or
+        kept from an earlier run. Returns the sums and the exposures co-added."""
+        fold = _FieldSums(len(catalog), self.size, self.bands)
+        used: list[str] = []
+        folded: dict[str, str] = {}  # exposure id -> the file co-added under it
+        for done, path in enumerate(queue, 1):
+            if path in tasks:
+                product = tasks.take(path)
+            elif path in made:
+                product = made[path]
+            else:
+                self.n_from_cache += 1
+                product = self.products.load_product(path, self.sha256[path], catalog)
+            if isinstance(product, FrameError):
+                self._set_aside(product)
+            elif product is not None and not self._is_duplicate(product, folded):
+                fold.add(product)
+                used.append(product.path)
+            log.info("field %s: %d/%d exposures processed", self.field, done, len(queue))
+        return fold, used
+
+    def _product_is_kept(self, path: str, catalog: Catalog) -> bool:
+        sha = self.sha256.get(path)
+        return self.products is not None and sha is not None and self.products.has_product(
+            sha, catalog
+        )
+
+    def _kept_detection(self, candidates: list[str]) -> tuple[DetectionFrame, Catalog] | None:
         """The catalog an earlier run detected on the first detection-band exposure (same
         exposure, calibration and detection settings), with that exposure's PSF and depth."""
-        if self.products is None:
+        if self.products is None or not candidates:
             return None
-        band = self.cfg["reduce"]["detection_band"]
-        for path in paths:
-            try:
-                header = read_primary_header(path)
-            except FrameError:
-                continue
-            if str(self.layout.profile.get(header, "filter") or "").strip() != band:
-                continue
-            kept = self.products.load_catalog(self.sha256[path])
-            if kept is None:
-                return None
-            catalog, scalars = kept
-            log.info(
-                "field %s: %d objects, detected on %s in an earlier run",
-                self.field,
-                len(catalog),
-                path,
-            )
-            return DetectionFrame(**{**scalars, "path": path}), catalog
-        return None
-
-    def _source(self, item):
-        """Delayed calibrated exposure of a queue item (a path, or an exposure/error in hand)."""
-        if isinstance(item, str):
-            return self._exposure_task(item)
-        return dask.delayed(item, traverse=False)
+        path = candidates[0]
+        kept = self.products.load_catalog(self.sha256[path])
+        if kept is None:
+            return None
+        catalog, scalars = kept
+        log.info(
+            "field %s: %d objects, detected on %s in an earlier run",
+            self.field,
+            len(catalog),
+            path,
+        )
+        return DetectionFrame(**{**scalars, "path": path}), catalog
 
     def _is_duplicate(self, product: Product, folded: dict[str, str]) -> bool:
         """Set ``product`` aside when its exposure id was already co-added (the same exposure
@@ -474,6 +405,58 @@ class FieldReducer:
         return table
 
 
+def _groups(paths: list[str], paired: int) -> list[list[str]]:
+    """Tasks of ``paths`` in order: the first ``paired`` of two exposures (they keep their
+    workers busy while detection runs), the rest of one."""
+    groups: list[list[str]] = []
+    i = 0
+    while i < len(paths):
+        take = 2 if len(groups) < paired else 1
+        groups.append(paths[i : i + take])
+        i += take
+    return groups
+
+
+class _Tasks:
+    """The field's exposure tasks, submitted in order with at most ``2 x parallelism``
+    outstanding (not yet taken), so finished products cannot pile up in memory."""
+
+    def __init__(
+        self, pool: Executor, reducer: FieldReducer, groups: list[list[str]], catalog
+    ):
+        self._pool = pool
+        self._reducer = reducer
+        self._catalog = catalog
+        self._waiting = deque(groups)
+        self._paths = {p for g in groups for p in g}
+        self._window = 2 * reducer.threads
+        self._running: dict[str, tuple[Future, int]] = {}
+        self._outstanding: set[Future] = set()
+        self._top_up()
+
+    def __contains__(self, path: str) -> bool:
+        return path in self._paths
+
+    def _top_up(self) -> None:
+        while self._waiting and len(self._outstanding) < self._window:
+            group = self._waiting.popleft()
+            items = [(p, self._reducer.sha256.get(p)) for p in group]
+            future = self._pool.submit(exposure_products, self._reducer.work, items, self._catalog)
+            self._outstanding.add(future)
+            for k, path in enumerate(group):
+                self._running[path] = (future, k)
+
+    def take(self, path: str) -> Product | FrameError:
+        """The product of ``path`` (waiting for it); frees its slot when its task is done."""
+        self._top_up()
+        future, k = self._running.pop(path)
+        product = future.result()[k]
+        if not any(f is future for f, _ in self._running.values()):
+            self._outstanding.discard(future)
+            self._top_up()
+        return product
+
+
 def reduce_field(
     cfg: dict,
     field: str,
@@ -506,12 +489,17 @@ def reduce_field(
     from pathlib import Path
 
     layout = Layout.from_config(cfg)
-    masters = load_masters(calib_dir, layout)
+    # loaded before the workers start, so forked workers inherit them
+    masters = cached_masters(calib_dir, layout)
     if cache_dir is None:
         cache_dir = str(Path(out_store).resolve().parent.parent / "exposures")
-    cache = ExposureCache(cache_dir, cfg, masters) if cfg["reduce"]["exposure_cache"] else None
+    cache = products = None
+    if cfg["reduce"]["exposure_cache"]:
+        cache = ExposureCache(cache_dir, cfg, masters)
+        products = ProductCache(cache, cfg)
+    work = ExposureWork(cfg, str(calib_dir), cache, products)
     with dask_client(cfg, threads) as runner:
-        reducer = FieldReducer(cfg, field, masters, runner, cache)
+        reducer = FieldReducer(work, field, runner, str(Path(out_store).resolve().parent))
         planes, table, used = reducer.run([str(p) for p in exposures])
     dask_spec = {k: v for k, v in runner.spec.items() if k != "job_script"}
     malformed: list[int] = []

@@ -9,6 +9,7 @@ Unusable calibration frames are quarantined (or fail the run with ``reduce.stric
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -361,3 +362,27 @@ def load_masters(calib_dir: str | Path, layout: Layout) -> Masters:
         if entry:
             inputs.update(entry["inputs"])
     return Masters(bias, dark, flats, dict(sorted(inputs.items())))
+
+
+def cached_masters(calib_dir: str | Path, layout: Layout) -> Masters:
+    """:func:`load_masters`, once per process while ``masters.json`` is unchanged.
+
+    A field job loads the masters before it starts its worker processes, which (forked)
+    inherit them; a worker started otherwise (spawned, a Dask worker) loads them with its
+    first exposure and reuses them for the next. One set is kept per process.
+    """
+    record = Path(calib_dir) / "masters.json"
+    if not record.is_file():
+        return load_masters(calib_dir, layout)  # raises, naming the missing file
+    stat = record.stat()
+    return _masters_once(str(record.parent.resolve()), stat.st_mtime_ns, stat.st_size, layout)
+
+
+@functools.lru_cache(maxsize=1)
+def _masters_once(calib_dir: str, mtime_ns: int, size: int, layout: Layout) -> Masters:
+    return load_masters(calib_dir, layout)
+
+
+def forget_masters() -> None:
+    """Drop this process's cached masters (so a benchmark times the load, as a new job does)."""
+    _masters_once.cache_clear()

@@ -11,7 +11,6 @@ so the same inputs give byte-identical chunks.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import shutil
@@ -32,13 +31,18 @@ def _compressors() -> list:
 
 
 def field_digest(images: np.ndarray, objects: pd.DataFrame) -> str:
-    """sha256 over the images' bytes and the object table's content (not file metadata)."""
+    """sha256 over the images' bytes and the object table's content (not file metadata):
+    each column's name, dtype and little-endian values (text columns as their strings)."""
     digest = hashlib.sha256()
     digest.update(str(images.shape).encode())
-    digest.update(np.ascontiguousarray(images, dtype="<f4").tobytes())
-    buffer = io.StringIO()
-    objects.to_csv(buffer, index=False, float_format="%.17g", lineterminator="\n")
-    digest.update(buffer.getvalue().encode())
+    digest.update(np.ascontiguousarray(images, dtype="<f4").data)
+    for name in objects.columns:
+        values = objects[name].to_numpy()
+        digest.update(f"\n{name}:{values.dtype.str}:".encode())
+        if values.dtype.kind == "O":
+            digest.update("\x1f".join(map(str, values)).encode())
+        else:
+            digest.update(np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).data)
     return digest.hexdigest()
 
 
