@@ -13,6 +13,7 @@ from reduce_archive import BANDS, ZP, build_archive, field_args, make_cfg
 
 from astroflow.io import sha256_file
 from astroflow.reduce.arrays import njy_per_e_per_s
+from astroflow.reduce.field import reduce_field
 from astroflow.reduce.stage import main
 
 
@@ -213,3 +214,22 @@ def test_tile_compressed_archive_gives_the_same_dataset(tmp_path):
         out = run_field(archive, calib, root / "fields", cfg, threads=1)
         digests.append(zarr.open_group(str(out / "F00.zarr"), mode="r").attrs["digest"])
     assert digests[0] == digests[1]
+
+
+def test_a_failing_task_names_its_exposures(epochs2, tmp_path, monkeypatch):
+    """A task that raises (a bug, a worker killed) fails the job with the exposures it had."""
+    from astroflow.reduce.exposure_work import ExposureWork
+
+    archive, cfg, calib, _ = epochs2
+
+    def broken(self, exposure, sha256, catalog):
+        raise ZeroDivisionError("division by zero in the cutouts")
+
+    monkeypatch.setattr(ExposureWork, "product", broken)
+    with pytest.raises(RuntimeError, match=r"the task reducing .*F00.* failed: ZeroDivision"):
+        reduce_field(
+            cfg, "F00", archive.science_paths, str(calib), archive.labels_path,
+            str(tmp_path / "F00.zarr"), str(tmp_path / "F00.objects.parquet"),
+            str(tmp_path / "F00.quarantine.json"), threads=1, cache_dir=None,
+        )  # fmt: skip
+    assert not (tmp_path / "F00.zarr").exists()

@@ -280,15 +280,24 @@ class BandAccumulator:
         np.add(self.good_w, weight, out=self.good_w, where=good)
         np.bitwise_or(self.mask_or, mask, out=self.mask_or, where=usable)
 
-    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Combined image, variance (same units as added) and mask."""
+    def result(
+        self, out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, scale: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Combined image and variance (in the units added, times ``scale`` and ``scale**2``)
+        and mask; written into ``out`` (zeroed float32, float32 and uint8 arrays of this
+        shape, e.g. one band's slice of the field's planes) when given, saving the copies."""
+        shape = self.good_w.shape
+        if out is None:
+            out = (np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, "u1"))
+        image, variance, mask = out
         has_good = self.good_w > 0
         has_any = self.any_w > 0
         w = np.where(has_good, self.good_w, self.any_w)
         wf = np.where(has_good, self.good_wf, self.any_wf)
-        image = np.zeros(w.shape, np.float32)
-        variance = np.zeros(w.shape, np.float32)
         np.divide(wf, w, out=image, where=has_any)
         np.divide(1.0, w, out=variance, where=has_any)
-        mask = np.where(has_good, 0, np.where(has_any, self.mask_or, MASK_OFF_DETECTOR))
-        return image, variance, mask.astype(np.uint8)
+        if scale != 1.0:
+            image *= np.float32(scale)
+            variance *= np.float32(scale**2)
+        mask[...] = np.where(has_good, 0, np.where(has_any, self.mask_or, MASK_OFF_DETECTOR))
+        return image, variance, mask

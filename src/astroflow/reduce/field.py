@@ -192,12 +192,13 @@ class FieldReducer:
     def _detect(
         self, first: Future | None, candidates: list[str], board: CatalogBoard
     ) -> tuple[DetectionFrame | None, Catalog, dict[str, Product | FrameError | None]]:
-        """The detection task's result: (frame, catalog, {path: product} of what it made).
+        """The detection task's result (``first``: the task detecting on ``candidates[0]``,
+        None without candidates): (frame, catalog, {path: product} of what it made).
 
         Should the first detection-band exposure be unusable, the next ones are tried here,
         in order (their tasks make their products and report their errors); with none
         usable, the catalog is empty."""
-        found = first.result() if first is not None else None
+        found = _result(first, self.field, candidates[:1]) if first is not None else None
         made = {}
         if isinstance(found, FrameError):
             self._set_aside(found)
@@ -343,18 +344,18 @@ class FieldReducer:
         return True
 
     def _planes(self, acc: dict[str, BandAccumulator]) -> dict[str, np.ndarray]:
-        images, variances, masks = [], [], []
-        for band in self.bands:
-            image, variance, mask = acc[band].result()
+        """The field's (N, bands, S, S) planes in nJy, each band combined in place."""
+        shape = (len(acc[self.bands[0]].good_w), len(self.bands), self.size, self.size)
+        images, variances = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        masks = np.zeros(shape, np.uint8)
+        for k, band in enumerate(self.bands):
             factor = njy_per_e_per_s(float(self.cfg["instrument"]["zeropoint_mag"][band]))
-            images.append(image * np.float32(factor))
-            variances.append(variance * np.float32(factor**2))
-            masks.append(mask)
-        planes = {"images": np.stack(images, axis=1)}
+            acc[band].result((images[:, k], variances[:, k], masks[:, k]), factor)
+        planes = {"images": images}
         if self.cfg["reduce"]["write_variance"]:
-            planes["variance"] = np.stack(variances, axis=1)
+            planes["variance"] = variances
         if self.cfg["reduce"]["write_mask"]:
-            planes["mask"] = np.stack(masks, axis=1)
+            planes["mask"] = masks
         return planes
 
     def _table(
@@ -405,6 +406,18 @@ class FieldReducer:
         return table
 
 
+def _result(future: Future, field: str, paths: list[str]):
+    """A task's result; a task that raised (a bug, a dead worker) fails the field job with
+    an error naming its exposures."""
+    try:
+        return future.result()
+    except Exception as exc:
+        raise RuntimeError(
+            f"field {field}: the task reducing {', '.join(paths)} failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def _groups(paths: list[str], paired: int) -> list[list[str]]:
     """Tasks of ``paths`` in order: the first ``paired`` of two exposures (they keep their
     workers busy while detection runs), the rest of one."""
@@ -450,7 +463,8 @@ class _Tasks:
         """The product of ``path`` (waiting for it); frees its slot when its task is done."""
         self._top_up()
         future, k = self._running.pop(path)
-        product = future.result()[k]
+        group = [path, *(p for p, (f, _) in self._running.items() if f is future)]
+        product = _result(future, self._reducer.field, group)[k]
         if not any(f is future for f, _ in self._running.values()):
             self._outstanding.discard(future)
             self._top_up()
