@@ -63,6 +63,14 @@ class DaskRunner:
         self.parallelism = max(1, int(parallelism))
         self.client = client
 
+    @property
+    def out_of_process(self) -> bool:
+        """Whether :meth:`executor` runs tasks in other processes (arguments and results are
+        pickled and copied)."""
+        if self.client is not None:  # a LocalCluster may have thread workers
+            return bool(self.spec.get("processes", True))
+        return self.scheduler == "processes" and self.parallelism > 1
+
     def compute(self, *collections: Any, **kwargs: Any) -> tuple:
         """``dask.compute(*collections)`` on this runner's scheduler; returns a tuple.
 

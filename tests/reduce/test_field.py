@@ -221,6 +221,7 @@ def test_a_failing_task_names_its_exposures(epochs2, tmp_path, monkeypatch):
     from astroflow.reduce.exposure_work import ExposureWork
 
     archive, cfg, calib, _ = epochs2
+    cfg = {**cfg, "reduce": {**cfg["reduce"], "exposure_cache": False}}  # nothing kept to reuse
 
     def broken(self, exposure, sha256, catalog):
         raise ZeroDivisionError("division by zero in the cutouts")

@@ -38,13 +38,21 @@ class DetectionFrame:
         return cls(exposure.path, exposure.psf_fwhm_arcsec, exposure.depth_mag_5sigma)
 
 
+@dataclass(frozen=True)
+class KeptProduct:
+    """A product a worker kept in the product cache, to be read there by the job."""
+
+    path: str
+    sha256: str
+
+
 @dataclass
 class Detection:
     """What detection returns: the frame, the catalog, and the exposure's own product."""
 
     frame: DetectionFrame
     catalog: Catalog
-    product: Product | None
+    product: Product | KeptProduct | None
 
 
 @dataclass(frozen=True)
@@ -59,12 +67,18 @@ class ExposureWork:
         Directory of the master calibrations.
     exposures, products : ExposureCache or None
         The caches to take from and keep into (None: no cache).
+    by_reference : bool
+        Whether tasks run in other processes: then a product kept in the cache comes back as
+        a :class:`KeptProduct`, which the job reads from the cache (a page-cache copy)
+        rather than receive through a pipe (pickled, ~13 MB, and the worker blocked until
+        the job takes it).
     """
 
     cfg: dict
     calib_dir: str
     exposures: ExposureCache | None
     products: ProductCache | None
+    by_reference: bool = False
 
     def masters(self) -> Masters:
         return cached_masters(self.calib_dir, Layout.from_config(self.cfg))
@@ -87,14 +101,17 @@ class ExposureWork:
 
     def product(
         self, exposure: Exposure | FrameError, sha256: str | None, catalog: Catalog
-    ) -> Product | FrameError:
+    ) -> Product | KeptProduct | FrameError:
         """Photometry and cutouts of every catalog object (kept when there is a cache)."""
         size = int(self.cfg["reduce"]["cutout_size"])
         scale = float(self.cfg["instrument"]["pixel_scale_arcsec"])
         batch = int(self.cfg["reduce"]["chunk_objects"])
-        if self.products is not None and sha256 is not None:
-            return product_kept(self.products, sha256, exposure, catalog, size, scale, batch)
-        return exposure_product(exposure, catalog, size, scale, batch)
+        if self.products is None or sha256 is None:
+            return exposure_product(exposure, catalog, size, scale, batch)
+        product = product_kept(self.products, sha256, exposure, catalog, size, scale, batch)
+        if self.by_reference and isinstance(product, Product):
+            return KeptProduct(product.path, sha256)
+        return product
 
 
 def detect(
@@ -119,7 +136,7 @@ def detect(
 
 def exposure_products(
     work: ExposureWork, items: list[tuple[str, str | None]], catalog: Catalog | str
-) -> list[Product | FrameError]:
+) -> list[Product | KeptProduct | FrameError]:
     """The products of ``items`` ((path, sha256) pairs), in order.
 
     ``catalog`` is the catalog, or the path of the board it will be posted on: exposures
@@ -128,7 +145,7 @@ def exposure_products(
     """
     if isinstance(catalog, str):
         board, catalog = catalog, take_catalog(catalog, wait=False)
-    products: list[Product | FrameError | None] = []
+    products: list[Product | KeptProduct | FrameError | None] = []
     waiting: list[tuple[int, Exposure | FrameError, str | None]] = []
     for path, sha256 in items:
         exposure = work.calibrated(path, sha256)

@@ -43,6 +43,7 @@ from astroflow.reduce.exposure_work import (
     Detection,
     DetectionFrame,
     ExposureWork,
+    KeptProduct,
     detect,
     exposure_products,
 )
@@ -225,8 +226,9 @@ class FieldReducer:
         board.post(Catalog.empty())
         return None, Catalog.empty(), made
 
-    def _ordered(self, paths: list[str]) -> list[str]:
-        """``paths`` in fold order, this field's only, and their sha256 in ``self.sha256``."""
+    def _ordered(self, paths: list[str], sha256: dict[str, str]) -> list[str]:
+        """``paths`` in fold order, this field's only, and their sha256 in ``self.sha256``
+        (those not in ``sha256`` hashed here)."""
         # Ties (a repeated exposure id) keep the order given, so the first copy given is the
         # one co-added and later copies are set aside as duplicates (see the fold).
         order = {p: i for i, p in reversed(list(enumerate(paths)))}
@@ -234,13 +236,15 @@ class FieldReducer:
             paths, key=lambda p: (*_order_key(p, self.bands, self.layout.profile)[:-1], order[p])
         )
         paths = self._check_field(paths)
-        with ThreadPoolExecutor(max_workers=max(2, self.threads)) as pool:  # I/O, no GIL
-            self.sha256 = dict(zip(paths, pool.map(sha256_file, paths), strict=True))
+        self.sha256 = {p: sha256[p] if p in sha256 else sha256_file(p) for p in paths}
         return paths
 
-    def run(self, paths: list[str]) -> tuple[dict, pd.DataFrame, list[str]]:
-        """Reduce ``paths``; returns (planes, objects table, used exposure paths)."""
-        paths = self._ordered(paths)
+    def run(
+        self, paths: list[str], sha256: dict[str, str] | None = None
+    ) -> tuple[dict, pd.DataFrame, list[str]]:
+        """Reduce ``paths`` (``sha256``: their hashes where known); returns (planes, objects
+        table, used exposure paths)."""
+        paths = self._ordered(paths, sha256 or {})
         candidates = self._in_detection_band(paths)
         kept = self._kept_detection(candidates[:1])
         first = kept[0].path if kept else (candidates[0] if candidates else None)
@@ -291,7 +295,9 @@ class FieldReducer:
                 product = made[path]
             else:
                 self.n_from_cache += 1
-                product = self.products.load_product(path, self.sha256[path], catalog)
+                product = KeptProduct(path, self.sha256[path])
+            if isinstance(product, KeptProduct):
+                product = self.products.load_product(path, product.sha256, catalog)
             if isinstance(product, FrameError):
                 self._set_aside(product)
             elif product is not None and not self._is_duplicate(product, folded):
@@ -406,6 +412,14 @@ class FieldReducer:
         return table
 
 
+def _sha256_if_readable(path: str) -> str | None:
+    """sha256 of a file, None where it cannot be read (the field check quarantines it)."""
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
 def _result(future: Future, field: str, paths: list[str]):
     """A task's result; a task that raised (a bug, a dead worker) fails the field job with
     an error naming its exposures."""
@@ -503,18 +517,22 @@ def reduce_field(
     from pathlib import Path
 
     layout = Layout.from_config(cfg)
-    # loaded before the workers start, so forked workers inherit them
-    masters = cached_masters(calib_dir, layout)
+    paths = [str(p) for p in exposures]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # file reads and sha256 release the GIL
+        hashing = pool.map(_sha256_if_readable, paths)
+        # meanwhile the masters, loaded before the workers start so forked ones inherit them
+        masters = cached_masters(calib_dir, layout)
+        sha256 = {p: h for p, h in zip(paths, hashing, strict=True) if h is not None}
     if cache_dir is None:
         cache_dir = str(Path(out_store).resolve().parent.parent / "exposures")
     cache = products = None
     if cfg["reduce"]["exposure_cache"]:
         cache = ExposureCache(cache_dir, cfg, masters)
         products = ProductCache(cache, cfg)
-    work = ExposureWork(cfg, str(calib_dir), cache, products)
     with dask_client(cfg, threads) as runner:
+        work = ExposureWork(cfg, str(calib_dir), cache, products, runner.out_of_process)
         reducer = FieldReducer(work, field, runner, str(Path(out_store).resolve().parent))
-        planes, table, used = reducer.run([str(p) for p in exposures])
+        planes, table, used = reducer.run(paths, sha256)
     dask_spec = {k: v for k, v in runner.spec.items() if k != "job_script"}
     malformed: list[int] = []
     labels = read_labels(labels_path, labels_columns(cfg), malformed)

@@ -361,7 +361,13 @@ def load_masters(calib_dir: str | Path, layout: Layout) -> Masters:
     for entry in [record["bias"], record.get("dark"), *record["flat"].values()]:
         if entry:
             inputs.update(entry["inputs"])
-    return Masters(bias, dark, flats, dict(sorted(inputs.items())))
+    masters = Masters(bias, dark, flats, dict(sorted(inputs.items())))
+    # what every exposure of a band needs, made here side by side (numpy releases the GIL),
+    # so worker processes forked after this share it instead of each making its own
+    masters.hot_pixels()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(masters.flat_and_bad, sorted(flats)))
+    return masters
 
 
 def cached_masters(calib_dir: str | Path, layout: Layout) -> Masters:
