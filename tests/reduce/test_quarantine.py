@@ -158,3 +158,19 @@ def test_unusable_detection_exposure_is_set_aside_and_the_next_one_detects(
         for name in ("with", "without")
     ]
     assert digest[0] == digest[1]  # the images and the whole object table
+
+
+def test_a_master_changed_after_calib_fails_the_field(archive, calib_dir, tmp_path, capsys):
+    """Loading trusts masters.json's sha256 of each master; the field job checks it beside its
+    work and fails, naming the file, before writing anything with a wrong provenance."""
+    import shutil
+
+    calib = tmp_path / "calib"
+    shutil.copytree(calib_dir, calib)
+    bias = calib / "master_bias.fits"
+    fits.writeto(bias, fits.getdata(bias) + 1.0, overwrite=True)
+    out = tmp_path / "out"
+    rc = main(field_args(make_cfg(tmp_path), archive, archive.science_paths, calib, out, 1))
+    assert rc == 1
+    assert f"{bias}: its sha256 differs from the one masters.json recorded" in capsys.readouterr().err
+    assert not (out / "F00.zarr").exists()

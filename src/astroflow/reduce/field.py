@@ -249,7 +249,11 @@ class FieldReducer:
         kept = self._kept_detection(candidates[:1])
         first = kept[0].path if kept else (candidates[0] if candidates else None)
         queue = ([first] if first else []) + [p for p in paths if p != first]
-        with self.runner.executor() as pool, CatalogBoard(self.scratch) as board:
+        with (
+            self.runner.executor() as pool,
+            CatalogBoard(self.scratch) as board,
+            ThreadPoolExecutor(max_workers=1) as background,
+        ):
             if kept:
                 (detection, catalog), made = kept, {}
                 todo = [p for p in queue if not self._product_is_kept(p, catalog)]
@@ -263,8 +267,12 @@ class FieldReducer:
                 # pairs keep the other workers busy during detection (none with one worker)
                 paired = self.threads - 1 if self.threads > 1 else 0
                 tasks = self._submit(pool, queue[1:] if first else queue, board.path, paired)
+            # the masters' bytes are checked beside the work (the workers have forked by now)
+            checked = background.submit(self.work.masters().verify)
+            if not kept:
                 detection, catalog, made = self._detect(found, candidates, board)
             fold, used = self._fold(queue, tasks, made, catalog)
+            checked.result()
         log.info(
             "field %s: %d exposure(s) calibrated, %d taken from the exposure cache",
             self.field,

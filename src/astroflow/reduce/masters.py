@@ -63,8 +63,30 @@ class Masters:
     bias_e: np.ndarray
     dark_e_per_s: np.ndarray | None
     flats: dict[str, np.ndarray]
+    #: sha256 of every master file and of the frames they were made from.
     inputs: dict[str, str] = field(default_factory=dict)
+    #: The master files read, with the sha256 ``masters.json`` recorded for each.
+    files: dict[str, str] = field(default_factory=dict)
     _prepared: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def verify(self) -> None:
+        """Check that the master files still hash to what ``masters.json`` recorded.
+
+        Loading trusts the record (hashing gigabytes of masters would delay every field job);
+        a field job runs this beside its work and fails before writing anything if a master
+        was changed after ``astroflow reduce calib`` wrote it, so provenance never lies.
+
+        Raises
+        ------
+        ValueError
+            Naming the file that changed.
+        """
+        for path, recorded in self.files.items():
+            if sha256_file(path) != recorded:
+                raise ValueError(
+                    f"{path}: its sha256 differs from the one masters.json recorded; the file "
+                    "changed after `astroflow reduce calib` wrote it: rerun that step"
+                )
 
     def hot_pixels(self) -> np.ndarray | None:
         """Pixels whose dark rate is a ``HOT_PIXEL_SIGMA`` robust outlier (None: no dark)."""
@@ -337,6 +359,7 @@ def load_masters(calib_dir: str | Path, layout: Layout) -> Masters:
         raise FileNotFoundError(f"{record_path} not found: run `astroflow reduce calib` first")
     record = json.loads(record_path.read_text())
     inputs: dict[str, str] = {}
+    files: dict[str, str] = {}
 
     def read(name: str) -> np.ndarray:
         path = root / name
@@ -346,14 +369,13 @@ def load_masters(calib_dir: str | Path, layout: Layout) -> Masters:
                 f"{path}[PRIMARY]: shape {data.shape} does not match the detector "
                 f"{layout.detector_shape} of instrument.*"
             )
-        inputs[str(path)] = sha256_file(path)
         return data
 
     names = {"bias": record["bias"]["file"]}
     if record.get("dark"):
         names["dark"] = record["dark"]["file"]
     names.update({f"flat {b}": entry["file"] for b, entry in sorted(record["flat"].items())})
-    # file reads and sha256 release the GIL: read the masters side by side
+    # file reads and byte swaps release the GIL: read the masters side by side
     with ThreadPoolExecutor(max_workers=4) as pool:
         planes = dict(zip(names, pool.map(read, names.values()), strict=True))
     bias, dark = planes["bias"], planes.get("dark")
@@ -361,7 +383,11 @@ def load_masters(calib_dir: str | Path, layout: Layout) -> Masters:
     for entry in [record["bias"], record.get("dark"), *record["flat"].values()]:
         if entry:
             inputs.update(entry["inputs"])
-    masters = Masters(bias, dark, flats, dict(sorted(inputs.items())))
+            path = str(root / entry["file"])
+            # as recorded when written (older records: hashed now); Masters.verify checks it
+            files[path] = entry.get("sha256") or sha256_file(path)
+    inputs.update(files)
+    masters = Masters(bias, dark, flats, dict(sorted(inputs.items())), files)
     # what every exposure of a band needs, made here side by side (numpy releases the GIL),
     # so worker processes forked after this share it instead of each making its own
     masters.hot_pixels()
