@@ -69,6 +69,13 @@ class Masters:
     files: dict[str, str] = field(default_factory=dict)
     _prepared: dict = field(default_factory=dict, repr=False, compare=False)
 
+    def prepare(self) -> None:
+        """Make every band's :meth:`flat_and_bad` now, side by side (numpy releases the GIL):
+        worker processes forked afterwards share them instead of each making its own."""
+        self.hot_pixels()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(self.flat_and_bad, sorted(self.flats)))
+
     def verify(self) -> None:
         """Check that the master files still hash to what ``masters.json`` recorded.
 
@@ -387,13 +394,7 @@ def load_masters(calib_dir: str | Path, layout: Layout) -> Masters:
             # as recorded when written (older records: hashed now); Masters.verify checks it
             files[path] = entry.get("sha256") or sha256_file(path)
     inputs.update(files)
-    masters = Masters(bias, dark, flats, dict(sorted(inputs.items())), files)
-    # what every exposure of a band needs, made here side by side (numpy releases the GIL),
-    # so worker processes forked after this share it instead of each making its own
-    masters.hot_pixels()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(masters.flat_and_bad, sorted(flats)))
-    return masters
+    return Masters(bias, dark, flats, dict(sorted(inputs.items())), files)
 
 
 def cached_masters(calib_dir: str | Path, layout: Layout) -> Masters:
