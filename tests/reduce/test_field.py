@@ -156,10 +156,13 @@ def test_same_inputs_give_identical_bytes_and_digest(epochs2, tmp_path):
     )
 
 
-def test_index_gathers_fields_and_logs_one_mlflow_run(epochs2, tmp_path):
+def test_index_gathers_fields_and_logs_one_mlflow_run(epochs2, tmp_path, monkeypatch):
     import mlflow
 
     archive, cfg, calib, out = epochs2
+    # the config's tracking URI, not one an earlier test's mlflow.set_tracking_uri exported
+    # (and restored afterwards: mlflow.set_tracking_uri below exports it too)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cfg["tracking"]["uri"])
     rc = main(
         [
             "index",

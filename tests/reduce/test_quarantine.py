@@ -172,5 +172,6 @@ def test_a_master_changed_after_calib_fails_the_field(archive, calib_dir, tmp_pa
     out = tmp_path / "out"
     rc = main(field_args(make_cfg(tmp_path), archive, archive.science_paths, calib, out, 1))
     assert rc == 1
-    assert f"{bias}: its sha256 differs from the one masters.json recorded" in capsys.readouterr().err
+    log_text = capsys.readouterr().err
+    assert f"{bias}: its sha256 differs from the one masters.json recorded" in log_text
     assert not (out / "F00.zarr").exists()

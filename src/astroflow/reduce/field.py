@@ -456,9 +456,7 @@ class _Tasks:
     """The field's exposure tasks, submitted in order with at most ``2 x parallelism``
     outstanding (not yet taken), so finished products cannot pile up in memory."""
 
-    def __init__(
-        self, pool: Executor, reducer: FieldReducer, groups: list[list[str]], catalog
-    ):
+    def __init__(self, pool: Executor, reducer: FieldReducer, groups: list[list[str]], catalog):
         self._pool = pool
         self._reducer = reducer
         self._catalog = catalog
@@ -481,7 +479,7 @@ class _Tasks:
             for k, path in enumerate(group):
                 self._running[path] = (future, k)
 
-    def take(self, path: str) -> Product | FrameError:
+    def take(self, path: str) -> Product | KeptProduct | FrameError:
         """The product of ``path`` (waiting for it); frees its slot when its task is done."""
         self._top_up()
         future, k = self._running.pop(path)
