@@ -23,6 +23,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -146,9 +147,10 @@ class LazyExecutor(Executor):
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
-    """``fork`` where available: workers start in milliseconds with this process's imports and
-    loaded data; elsewhere (macOS, Windows) the platform's default, which imports afresh."""
-    if "fork" in multiprocessing.get_all_start_methods():
+    """``fork`` on Linux: workers start in milliseconds with this process's imports and loaded
+    data. Elsewhere the platform's default (``spawn``: macOS system libraries are not safe to
+    fork), whose workers import afresh and load the masters once each."""
+    if sys.platform.startswith("linux"):
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context()
 
