@@ -12,6 +12,7 @@ the directory, which tells any task still waiting that no catalog will come (the
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import tempfile
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astroflow.processes import pid_alive
 from astroflow.reduce.cache import read_records, write_records
 from astroflow.reduce.detect import Catalog
 
@@ -32,11 +34,23 @@ class BoardClosed(RuntimeError):
 
 
 class CatalogBoard:
-    """Parent side: ``with CatalogBoard(directory) as board: ... board.post(catalog)``."""
+    """Parent side: ``with CatalogBoard(directory, field) as board: ... board.post(catalog)``.
 
-    def __init__(self, directory: str | Path):
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        self._dir = Path(tempfile.mkdtemp(prefix=".catalog-board-", dir=directory))
+    The directory is ``.<field>.catalog-board-<pid>-<random>``. A job killed before closing
+    its board (a SLURM time limit) leaves it behind; the next job of the field removes it.
+    Only one job reduces a field at a time (Snakemake's rule), so the field in the name keeps
+    other fields' live boards safe even on a filesystem shared by several nodes.
+    """
+
+    def __init__(self, directory: str | Path, field: str):
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        prefix = f".{field}.catalog-board-"
+        for left in directory.glob(f"{prefix}*"):
+            pid = left.name[len(prefix) :].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                shutil.rmtree(left, ignore_errors=True)
+        self._dir = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=directory))
         #: Where tasks look for the catalog (give it to them).
         self.path = str(self._dir / "catalog")
 

@@ -251,7 +251,7 @@ class FieldReducer:
         queue = ([first] if first else []) + [p for p in paths if p != first]
         with (
             self.runner.executor() as pool,
-            CatalogBoard(self.scratch) as board,
+            CatalogBoard(self.scratch, self.field) as board,
             ThreadPoolExecutor(max_workers=1) as background,
         ):
             if kept:
