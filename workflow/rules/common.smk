@@ -24,8 +24,9 @@ config.update(_resolved)
 os.environ.setdefault("ASTROFLOW_PIPELINE_ID", uuid.uuid4().hex[:12])
 # The whole resolved config, which every run records (config/pipeline.json), so that
 # `astroflow reproduce` can rebuild a run from raw pixels, simulated survey included.
-# Where reduction's Dask graphs run (threads, LocalCluster, SLURM workers) goes the same way,
-# outside the stage params: it changes how fast the outputs come, not what they are.
+# Where reduction's exposure tasks run (worker processes, threads, LocalCluster, SLURM workers)
+# goes the same way, outside the stage params: it changes how fast the outputs come, not what
+# they are (the same bytes whatever the scheduler and workers: tested).
 os.environ.update(
     ASTROFLOW_PIPELINE_CONFIG=json.dumps(config, sort_keys=True),
     ASTROFLOW_DASK_JSON=json.dumps(config["dask"], sort_keys=True),
