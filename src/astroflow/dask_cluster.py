@@ -72,6 +72,16 @@ class DaskRunner:
             return bool(self.spec.get("processes", True))
         return self.scheduler == "processes" and self.parallelism > 1
 
+    @property
+    def forks_workers(self) -> bool:
+        """Whether :meth:`executor`'s workers are forked from this process (and so share what
+        it loaded before their first task)."""
+        return (
+            self.scheduler == "processes"
+            and self.parallelism > 1
+            and _worker_context().get_start_method() == "fork"
+        )
+
     def compute(self, *collections: Any, **kwargs: Any) -> tuple:
         """``dask.compute(*collections)`` on this runner's scheduler; returns a tuple.
 

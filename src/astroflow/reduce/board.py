@@ -18,13 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from astroflow.processes import pid_alive
 from astroflow.reduce.cache import read_records, write_records
 from astroflow.reduce.detect import Catalog
 
-_FIELDS = [f.name for f in dataclasses.fields(Catalog)]
+_N_COLUMNS = len(dataclasses.fields(Catalog))
 #: How often a waiting task looks for the catalog [s].
 POLL_S = 0.002
 
@@ -66,7 +64,7 @@ class CatalogBoard:
 
 def post_catalog(path: str, catalog: Catalog) -> None:
     """Post ``catalog`` on the board at ``path`` (from the field job or a worker)."""
-    write_records(Path(path), [np.asarray(getattr(catalog, f)) for f in _FIELDS])
+    write_records(Path(path), catalog.columns())
 
 
 _TAKEN: dict[str, Catalog] = {}
@@ -91,5 +89,5 @@ def take_catalog(path: str, wait: bool = True) -> Catalog | None:
             return None
         time.sleep(POLL_S)
     _TAKEN.clear()
-    _TAKEN[path] = Catalog(*read_records(file, len(_FIELDS)))
+    _TAKEN[path] = Catalog(*read_records(file, _N_COLUMNS))
     return _TAKEN[path]

@@ -8,6 +8,7 @@ dithered), so every band is measured through the same aperture.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -37,6 +38,11 @@ class Catalog:
 
     def __len__(self) -> int:
         return int(self.x.size)
+
+    def columns(self) -> list[np.ndarray]:
+        """The columns in field order: ``Catalog(*catalog.columns())`` rebuilds it (how the
+        product cache and the catalog board write catalogs as records)."""
+        return [np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)]
 
     @classmethod
     def empty(cls) -> Catalog:

@@ -536,7 +536,7 @@ def reduce_field(
         cache = ExposureCache(cache_dir, cfg, masters)
         products = ProductCache(cache, cfg)
     with dask_client(cfg, threads) as runner:
-        if runner.scheduler == "processes" and runner.parallelism > 1:
+        if runner.forks_workers:
             masters.prepare()  # once here, shared by the forked workers
         work = ExposureWork(cfg, str(calib_dir), cache, products, runner.out_of_process)
         reducer = FieldReducer(work, field, runner, str(Path(out_store).resolve().parent))

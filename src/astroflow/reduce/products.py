@@ -122,8 +122,7 @@ class ProductCache:
     def save_catalog(self, exposure_sha256: str, catalog: Catalog, scalars: dict) -> None:
         """Keep ``catalog`` with JSON-able ``scalars`` of its exposure (PSF, depth)."""
         path = self._file(exposure_sha256, "catalog", self._detect_salt)
-        columns = [np.asarray(getattr(catalog, f)) for f in _CATALOG_FIELDS]
-        write_records(path, [np.array(json.dumps(scalars)), *columns])
+        write_records(path, [np.array(json.dumps(scalars)), *catalog.columns()])
 
     # -- exposure products ----------------------------------------------------------------------
     def _product_file(self, exposure_sha256: str, digest: str) -> Path:
