@@ -22,13 +22,22 @@ measured now:
   interleaved repeats compares the code, not the neighbours' load.
 - ``loader_cutouts_per_s`` / ``loader_mb_per_s``: one pass of the Zarr chunk loader alone
   (float32 MB delivered per second, after Blosc decompression).
-- ``gpu_cutouts_per_s``: kim_brunner at bf16-mixed from the Zarr loader when CUDA is present;
-  null otherwise.
+- ``gpu_cutouts_per_s``: kim_brunner at bf16-mixed from the Zarr loader when CUDA is present
+  (best of ``--repeats`` runs of ``--gpu-timed-steps`` timed steps; a GPU step takes
+  milliseconds, so the CPU's 8 steps would time too little); null otherwise.
+- ``gpu_variants`` (only with ``--gpu-variants`` and CUDA): what limits that rate. The same
+  steps fed from memory instead of Zarr (``memory``), from memory at batch 512
+  (``memory_batch512``; a rate that grows with the batch means the fixed cost per step, not
+  the model's arithmetic, sets the batch-64 rate), and from Zarr with the module
+  ``torch.compile``'d as ``train.compile: true`` does (``zarr_compiled``) or with only its
+  network compiled (``zarr_compiled_classifier``); compilation happens in the warm-up steps,
+  so it is not timed. A variant that raises is recorded as null and its error is logged.
 
 The last stdout line is one JSON object. Data are synthetic (noise plus Gaussian and
 exponential blobs) written to a temporary Zarr v3 store the way the reduce stage writes it.
 
 Usage: python benchmarks/bench_train.py [--n-objects 2048] [--model NAME] [--repeats 2]
+       [--gpu-timed-steps N] [--gpu-variants]
 """
 
 from __future__ import annotations
@@ -197,10 +206,62 @@ def plain_loop_rate(module: StarGalaxyModule, dataset, n_steps: int, warmup: int
     return n / (time.perf_counter() - t0)
 
 
-def gpu_rate(init: StarGalaxyModule, stream, val, n_steps: int, warmup: int, tmp: Path) -> float:
-    """kim_brunner at bf16-mixed on the GPU, fed by the Zarr chunk loader (as the stage)."""
+def gpu_rate(
+    init: StarGalaxyModule,
+    stream,
+    val,
+    n_steps: int,
+    warmup: int,
+    tmp: Path,
+    compiled: str = "",
+    accelerator: str = "gpu",
+) -> float:
+    """kim_brunner at bf16-mixed on the GPU, fed by ``stream`` (the stage feeds it from Zarr).
+
+    ``compiled``: ``"module"`` fits ``torch.compile(module)``, as the stage does for
+    ``train.compile``; ``"classifier"`` compiles only the network (with its normalisation).
+    """
     module = copy.deepcopy(init)
-    return lightning_rate(module, stream, val, n_steps, warmup, tmp, "bf16-mixed", "gpu")
+    if compiled == "classifier":
+        module.classifier = torch.compile(module.classifier)
+    fit_module = torch.compile(module) if compiled == "module" else module
+    return lightning_rate(fit_module, stream, val, n_steps, warmup, tmp, "bf16-mixed", accelerator)
+
+
+def gpu_variants(
+    init: StarGalaxyModule,
+    stream,
+    images: np.ndarray,
+    labels: np.ndarray,
+    val,
+    n_steps: int,
+    warmup: int,
+    tmp: Path,
+    accelerator: str = "gpu",
+) -> dict[str, float | None]:
+    """Rates that say what limits ``gpu_cutouts_per_s`` (see the module docstring)."""
+    big = 512
+    memory = InMemoryBatches(images, labels, BATCH, shuffle=True, seed=0)
+    memory_big = InMemoryBatches(images, labels, big, shuffle=True, seed=0)
+    variants = {
+        "memory": (memory, n_steps, ""),
+        "memory_batch512": (memory_big, len(labels) // big, ""),
+        "zarr_compiled": (stream, n_steps, "module"),
+        "zarr_compiled_classifier": (stream, n_steps, "classifier"),
+    }
+    out: dict[str, float | None] = {}
+    for name, (dataset, steps, compiled) in variants.items():
+        try:
+            if steps <= warmup:
+                raise ValueError(f"{steps} batches of this size: need more --n-objects")
+            out[name] = gpu_rate(
+                init, dataset, val, steps, warmup, tmp / f"gpu_{name}", compiled, accelerator
+            )
+            log.info("gpu variant %s: %.1f cutouts/s", name, out[name])
+        except Exception:  # a failed variant must not lose the figures measured before it
+            log.exception("gpu variant %s failed", name)
+            out[name] = None
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,6 +274,14 @@ def main(argv: list[str] | None = None) -> int:
         "whole chunks, so the Zarr feed pays for every chunk it reads",
     )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs per variant")
+    parser.add_argument(
+        "--gpu-timed-steps", type=int, default=None,
+        help="timed steps of each GPU run (default: --timed-steps)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gpu-variants", action="store_true",
+        help="also time the GPU fed from memory, at batch 512 and compiled (key gpu_variants)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -220,8 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     n_steps = args.warmup_steps + args.timed_steps
-    if n_steps * BATCH > args.n_objects:
-        parser.error(f"{n_steps} steps of {BATCH} need --n-objects >= {n_steps * BATCH}")
+    gpu_steps = args.warmup_steps + (
+        args.timed_steps if args.gpu_timed_steps is None else args.gpu_timed_steps
+    )
+    for steps in (n_steps, gpu_steps):
+        if steps * BATCH > args.n_objects:
+            parser.error(f"{steps} steps of {BATCH} need --n-objects >= {steps * BATCH}")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         rows = write_store(tmp / "bench.zarr", args.n_objects)
@@ -257,10 +330,17 @@ def main(argv: list[str] | None = None) -> int:
                 best[name] = max(best[name], rate)
         torch.use_deterministic_algorithms(False)
 
-        gpu, gpu_name = None, None
+        gpu, gpu_name, variants = None, None, None
         if torch.cuda.is_available() and args.model == "kim_brunner":
             gpu_name = torch.cuda.get_device_name(0)
-            gpu = gpu_rate(init, stream, val, n_steps, args.warmup_steps, tmp / "gpu")
+            for rep in range(args.repeats):
+                rate = gpu_rate(init, stream, val, gpu_steps, args.warmup_steps, tmp / f"gpu{rep}")
+                log.info("repeat %d gpu (%s) zarr: %.1f cutouts/s", rep, gpu_name, rate)
+                gpu = max(gpu or 0.0, rate)
+            if args.gpu_variants:
+                variants = gpu_variants(
+                    init, stream, images, labels, val, gpu_steps, args.warmup_steps, tmp
+                )
     log.info(
         "training %s, batch %d, %d timed steps, best of %d: lightning zarr %.1f, "
         "lightning memory %.1f, plain memory %.1f cutouts/s",
@@ -276,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         "gpu_cutouts_per_s": gpu,
         "gpu": gpu_name,
     }
+    if variants is not None:
+        result["gpu_variants"] = variants
     print(json.dumps(result))
     return 0
 
