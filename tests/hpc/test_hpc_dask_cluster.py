@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -18,6 +19,7 @@ from astroflow.dask_cluster import (
     dask_settings,
     slurm_cluster_kwargs,
 )
+from astroflow.processes import pid_alive
 
 from .conftest import job_states, read_jsonl, submissions_by_rule
 
@@ -73,6 +75,31 @@ def test_executor_runs_tasks_in_workers(scheduler):
         assert os.getpid() not in pids and 1 <= len(pids) <= 2
     else:
         assert pids == {os.getpid()}
+
+
+def _signal_and_wait(started: str, go: str, done: str) -> int:
+    Path(started).touch()
+    for _ in range(3000):  # 30 s: a caller that waited for this task fails instead of hanging
+        if os.path.exists(go):
+            Path(done).touch()
+            return os.getpid()
+        time.sleep(0.01)
+    raise TimeoutError("never told to finish")
+
+
+def test_leaving_the_executor_does_not_wait_for_its_workers_but_the_runner_does(tmp_path):
+    """The field job writes its outputs while its worker processes leave: the executor block
+    ends with a task still running; leaving ``dask_client`` waits for it and the workers."""
+    started, go, done = (str(tmp_path / name) for name in ("started", "go", "done"))
+    with dask_client({}, threads=2) as runner:
+        with runner.executor() as pool:
+            task = pool.submit(_signal_and_wait, started, go, done)
+            while not os.path.exists(started):
+                time.sleep(0.01)
+        assert not os.path.exists(done)  # the block ended with its task still running
+        Path(go).touch()
+    assert os.path.exists(done)
+    assert not pid_alive(task.result())  # the worker left and was reaped
 
 
 def test_one_worker_runs_each_task_when_its_result_is_asked():

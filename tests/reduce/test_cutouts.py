@@ -16,6 +16,7 @@ from astroflow.reduce.cutouts import (
     BandAccumulator,
     cutout_coords,
     sample_cutouts,
+    weigh,
 )
 from astroflow.reduce.masters import load_masters
 
@@ -56,8 +57,9 @@ def test_point_sources_land_on_the_centre_pixel(archive, calib_dir, tmp_path):
 def test_band_accumulator_inverse_variance_and_fallbacks():
     acc = BandAccumulator((1, 1, 3))
     on = np.array([[[True, True, False]]])
-    acc.add(np.full((1, 1, 3), 1.0), np.full((1, 1, 3), 1.0), np.array([[[0, 2, 0]]], np.uint8), on)
-    acc.add(np.full((1, 1, 3), 4.0), np.full((1, 1, 3), 3.0), np.array([[[0, 1, 0]]], np.uint8), on)
+    for value, var, flags in ((1.0, 1.0, [0, 2, 0]), (4.0, 3.0, [0, 1, 0])):
+        image, variance = np.full((1, 1, 3), value), np.full((1, 1, 3), var)
+        acc.add(*weigh(image, variance, np.array([[flags]], np.uint8), on))
     image, variance, mask = acc.result()
     # pixel 0: both epochs good -> (1/1 * 1 + 1/3 * 4) / (1 + 1/3) = 1.75, var 0.75
     assert image[0, 0, 0] == pytest.approx(1.75) and variance[0, 0, 0] == pytest.approx(0.75)

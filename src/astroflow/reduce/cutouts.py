@@ -6,7 +6,7 @@ so the object's sky position lands on the centre of pixel ``(S//2, S//2)``. Each
 sampled at those positions through a local linearisation of its WCS (exact to far below a
 pixel over a cutout) with a cubic spline (``scipy.ndimage.map_coordinates``, order 3);
 variance is sampled linearly and the mask by nearest pixel. Epochs of one band are combined by
-inverse-variance weight, see :class:`BandAccumulator`.
+inverse-variance weight, see :func:`weigh` and :class:`BandAccumulator`.
 
 Centring accuracy: the measured centroid of an injected point source lies within 0.1 pixel of
 the cutout centre (``tests/reduce/test_cutouts.py``; typically a few hundredths of a pixel).
@@ -249,6 +249,25 @@ def _linear_matrix(coord: np.ndarray, first: np.ndarray, width: int) -> np.ndarr
     return matrix
 
 
+def weigh(
+    image: np.ndarray, variance: np.ndarray, mask: np.ndarray, on: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What one exposure's cutouts add to their band's combination (:class:`BandAccumulator`):
+    inverse-variance weight and weighted image (0 where unusable: off the detector, variance
+    not positive or image not finite), the mask where usable (else 0), and where a pixel is
+    usable and unflagged.
+
+    Made by the task that cut the exposure out, so the job's fold of each exposure is five
+    passes over the cutouts instead of fifteen, on the cores that run the tasks.
+    """
+    usable = on & (variance > 0) & np.isfinite(image)
+    weight = np.zeros(image.shape, np.float32)
+    np.divide(1.0, variance, out=weight, where=usable)
+    weighted = np.multiply(weight, image, out=np.zeros(image.shape, np.float32), where=usable)
+    flags = np.where(usable, mask, np.uint8(0))
+    return weight, weighted, flags, usable & (mask == 0)
+
+
 class BandAccumulator:
     """Inverse-variance combination of one band's epochs, folded one exposure at a time.
 
@@ -267,18 +286,14 @@ class BandAccumulator:
         self.mask_or = np.zeros(shape, np.uint8)
 
     def add(
-        self, image: np.ndarray, variance: np.ndarray, mask: np.ndarray, on: np.ndarray
+        self, weight: np.ndarray, weighted: np.ndarray, flags: np.ndarray, good: np.ndarray
     ) -> None:
-        usable = on & (variance > 0) & np.isfinite(image)
-        weight = np.zeros(image.shape, np.float32)
-        np.divide(1.0, variance, out=weight, where=usable)
-        weighted = np.multiply(weight, image, out=np.zeros(image.shape, np.float32), where=usable)
+        """Fold in one epoch, as :func:`weigh` gives it."""
         self.any_wf += weighted
         self.any_w += weight
-        good = usable & (mask == 0)
         np.add(self.good_wf, weighted, out=self.good_wf, where=good)
         np.add(self.good_w, weight, out=self.good_w, where=good)
-        np.bitwise_or(self.mask_or, mask, out=self.mask_or, where=usable)
+        self.mask_or |= flags
 
     def result(
         self, out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, scale: float = 1.0

@@ -33,6 +33,7 @@ from astroflow.config import config_hash
 from astroflow.dask_cluster import DaskRunner, dask_client
 from astroflow.io.fits_read import FrameError, read_primary_header, sha256_file
 from astroflow.io.profile import InstrumentProfile, load_profile
+from astroflow.processes import lower_thread_priority
 from astroflow.reduce.arrays import njy_per_e_per_s
 from astroflow.reduce.assemble import Layout
 from astroflow.reduce.board import CatalogBoard
@@ -86,10 +87,21 @@ def _order_key(path: str, bands: list[str], profile: InstrumentProfile | None = 
 
 class _FieldSums:
     """Per-band sums an exposure's products are folded into: cutout accumulators,
-    inverse-variance photometry sums and the exposure ids covering each object."""
+    inverse-variance photometry sums and the exposure ids covering each object; and the
+    field's (N, bands, S, S) image, variance and mask planes, each band combined into them
+    (:meth:`finish`) as soon as its last exposure is folded."""
 
     def __init__(self, n: int, size: int, bands: list[str]):
+        self.bands = bands
         self.acc = {b: BandAccumulator((n, size, size)) for b in bands}
+        shape = (n, len(bands), size, size)
+        #: the bands being combined (futures of :meth:`finish`)
+        self.finishing: list[Future] = []
+        self.planes = (
+            np.zeros(shape, np.float32),
+            np.zeros(shape, np.float32),
+            np.zeros(shape, np.uint8),
+        )
         self.phot = {
             b: {k: np.zeros(n) for k in ("wf_auto", "w_auto", "wf_psf", "w_psf")} for b in bands
         }
@@ -108,6 +120,12 @@ class _FieldSums:
         ids = self.ids[product.band]
         for i in np.flatnonzero(p.covered):
             ids[i].append(product.expnum)
+
+    def finish(self, band: str, njy_per_e_per_s: float) -> None:
+        """Combine ``band`` into the planes in nJy and free its accumulator (no product of
+        it may follow; other bands' may be added meanwhile, from another thread)."""
+        k = self.bands.index(band)
+        self.acc.pop(band).result(tuple(plane[:, k] for plane in self.planes), njy_per_e_per_s)
 
 
 class FieldReducer:
@@ -232,18 +250,20 @@ class FieldReducer:
         # Ties (a repeated exposure id) keep the order given, so the first copy given is the
         # one co-added and later copies are set aside as duplicates (see the fold).
         order = {p: i for i, p in reversed(list(enumerate(paths)))}
-        paths = sorted(
-            paths, key=lambda p: (*_order_key(p, self.bands, self.layout.profile)[:-1], order[p])
-        )
+        keys = {p: _order_key(p, self.bands, self.layout.profile) for p in paths}
+        paths = sorted(paths, key=lambda p: (*keys[p][:-1], order[p]))
+        self._band_index = {p: keys[p][0] for p in paths}
         paths = self._check_field(paths)
         self.sha256 = {p: sha256[p] if p in sha256 else sha256_file(p) for p in paths}
         return paths
 
     def run(
-        self, paths: list[str], sha256: dict[str, str] | None = None
+        self, paths: list[str], sha256: dict[str, str] | None = None, labels: str | None = None
     ) -> tuple[dict, pd.DataFrame, list[str]]:
         """Reduce ``paths`` (``sha256``: their hashes where known); returns (planes, objects
-        table, used exposure paths)."""
+        table, used exposure paths). ``labels``: the labels catalog the objects are matched
+        to (columns ``label``, ``label_sersic_n``, ``label_ellipticity``), matched while the
+        exposure tasks run."""
         paths = self._ordered(paths, sha256 or {})
         candidates = self._in_detection_band(paths)
         kept = self._kept_detection(candidates[:1])
@@ -252,7 +272,9 @@ class FieldReducer:
         with (
             self.runner.executor() as pool,
             CatalogBoard(self.scratch, self.field) as board,
-            ThreadPoolExecutor(max_workers=1) as background,
+            # the job's side work (checks, labels, finished bands) on cores the workers leave
+            # idle: at normal priority it slowed two workers on two cores by ~10 %
+            ThreadPoolExecutor(max_workers=2, initializer=lower_thread_priority) as idle,
         ):
             if kept:
                 (detection, catalog), made = kept, {}
@@ -267,11 +289,12 @@ class FieldReducer:
                 # pairs keep the other workers busy during detection (none with one worker)
                 paired = self.threads - 1 if self.threads > 1 else 0
                 tasks = self._submit(pool, queue[1:] if first else queue, board.path, paired)
-            # the masters' bytes are checked beside the work (the workers have forked by now)
-            checked = background.submit(self.work.masters().verify)
+            checked = idle.submit(self.work.masters().verify)  # the workers have forked by now
             if not kept:
                 detection, catalog, made = self._detect(found, candidates, board)
-            fold, used = self._fold(queue, tasks, made, catalog)
+            labelled = idle.submit(self._labelled, labels, catalog) if labels else None
+            fold, used = self._fold(queue, tasks, made, catalog, idle)
+            planes = self._planes(fold)
             checked.result()
         log.info(
             "field %s: %d exposure(s) calibrated, %d taken from the exposure cache",
@@ -279,9 +302,32 @@ class FieldReducer:
             self.n_calibrated,
             self.n_from_cache,
         )
-        planes = self._planes(fold.acc)
         table = self._table(catalog, detection, fold.phot, fold.ids)
+        if labelled is not None:
+            columns, problem = labelled.result()
+            if problem is not None:
+                self._set_aside(problem)
+            table = table.assign(**columns)
         return planes, table, used
+
+    def _labelled(self, path: str, catalog: Catalog) -> tuple[dict, FrameError | None]:
+        """The label columns of ``catalog``'s objects from the labels catalog at ``path``,
+        and the quarantine entry of its malformed rows, if any (set aside by the caller, so
+        the quarantine list's order does not depend on when this finished)."""
+        malformed: list[int] = []
+        labels = read_labels(path, labels_columns(self.cfg), malformed)
+        problem = None
+        if malformed:
+            problem = FrameError(
+                path,
+                None,
+                f"malformed labels catalog row(s) skipped (line(s) "
+                f"{', '.join(map(str, malformed))}); its other rows label",
+            )
+        radius = float(self.cfg["reduce"]["match_radius_arcsec"])
+        columns = {"label": match_labels(catalog.ra, catalog.dec, labels, radius).astype(np.int8)}
+        columns.update(match_morphology(catalog.ra, catalog.dec, labels, radius))
+        return columns, problem
 
     def _submit(self, pool: Executor, todo: list[str], catalog, paired: int) -> _Tasks:
         for path in todo:
@@ -289,13 +335,15 @@ class FieldReducer:
         return _Tasks(pool, self, _groups(todo, paired), catalog)
 
     def _fold(
-        self, queue: list[str], tasks: _Tasks, made: dict, catalog: Catalog
+        self, queue: list[str], tasks: _Tasks, made: dict, catalog: Catalog, side: Executor
     ) -> tuple[_FieldSums, list[str]]:
         """Fold every exposure's product in queue order: from its task, made already, or
-        kept from an earlier run. Returns the sums and the exposures co-added."""
+        kept from an earlier run; a band whose last exposure is folded is combined on
+        ``side``. Returns the sums and the exposures co-added."""
         fold = _FieldSums(len(catalog), self.size, self.bands)
         used: list[str] = []
         folded: dict[str, str] = {}  # exposure id -> the file co-added under it
+        last = {self._band_index.get(p): i for i, p in enumerate(queue)}  # of each band
         for done, path in enumerate(queue, 1):
             if path in tasks:
                 product = tasks.take(path)
@@ -311,8 +359,15 @@ class FieldReducer:
             elif product is not None and not self._is_duplicate(product, folded):
                 fold.add(product)
                 used.append(product.path)
+            band = self._band_index.get(path)
+            if last[band] == done - 1 and band is not None and band < len(self.bands):
+                fold.finishing.append(side.submit(self._finish, fold, self.bands[band]))
             log.info("field %s: %d/%d exposures processed", self.field, done, len(queue))
         return fold, used
+
+    def _finish(self, fold: _FieldSums, band: str) -> None:
+        zeropoint = float(self.cfg["instrument"]["zeropoint_mag"][band])
+        fold.finish(band, njy_per_e_per_s(zeropoint))
 
     def _product_is_kept(self, path: str, catalog: Catalog) -> bool:
         sha = self.sha256.get(path)
@@ -357,14 +412,14 @@ class FieldReducer:
         )
         return True
 
-    def _planes(self, acc: dict[str, BandAccumulator]) -> dict[str, np.ndarray]:
-        """The field's (N, bands, S, S) planes in nJy, each band combined in place."""
-        shape = (len(acc[self.bands[0]].good_w), len(self.bands), self.size, self.size)
-        images, variances = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-        masks = np.zeros(shape, np.uint8)
-        for k, band in enumerate(self.bands):
-            factor = njy_per_e_per_s(float(self.cfg["instrument"]["zeropoint_mag"][band]))
-            acc[band].result((images[:, k], variances[:, k], masks[:, k]), factor)
+    def _planes(self, fold: _FieldSums) -> dict[str, np.ndarray]:
+        """The field's (N, bands, S, S) planes in nJy (bands without exposures finished now:
+        all off-detector)."""
+        for finishing in fold.finishing:
+            finishing.result()
+        for band in list(fold.acc):
+            self._finish(fold, band)
+        images, variances, masks = fold.planes
         planes = {"images": images}
         if self.cfg["reduce"]["write_variance"]:
             planes["variance"] = variances
@@ -526,64 +581,55 @@ def reduce_field(
     paths = [str(p) for p in exposures]
     with ThreadPoolExecutor(max_workers=2) as pool:  # file reads and sha256 release the GIL
         hashing = pool.map(_sha256_if_readable, paths)
+        labels_hashing = pool.submit(_sha256_if_readable, labels_path)  # unreadable: see run
         # meanwhile the masters, loaded before the workers start so forked ones inherit them
         masters = cached_masters(calib_dir, layout)
         sha256 = {p: h for p, h in zip(paths, hashing, strict=True) if h is not None}
+        labels_sha256 = labels_hashing.result()
     if cache_dir is None:
         cache_dir = str(Path(out_store).resolve().parent.parent / "exposures")
     cache = products = None
     if cfg["reduce"]["exposure_cache"]:
         cache = ExposureCache(cache_dir, cfg, masters)
         products = ProductCache(cache, cfg)
-    with dask_client(cfg, threads) as runner:
+    with dask_client(cfg, threads) as runner:  # its workers leave while the outputs are written
         if runner.forks_workers:
             masters.prepare()  # once here, shared by the forked workers
         work = ExposureWork(cfg, str(calib_dir), cache, products, runner.out_of_process)
         reducer = FieldReducer(work, field, runner, str(Path(out_store).resolve().parent))
-        planes, table, used = reducer.run(paths, sha256)
-    dask_spec = {k: v for k, v in runner.spec.items() if k != "job_script"}
-    malformed: list[int] = []
-    labels = read_labels(labels_path, labels_columns(cfg), malformed)
-    if malformed:
-        reducer._set_aside(
-            FrameError(
-                labels_path,
-                None,
-                f"malformed labels catalog row(s) skipped (line(s) "
-                f"{', '.join(map(str, malformed))}); its other rows label",
+        planes, table, used = reducer.run(paths, sha256, labels_path)
+        inputs = {p: reducer.sha256[p] for p in sorted(used)}
+        inputs.update(masters.inputs)
+        inputs[str(labels_path)] = labels_sha256
+        with ThreadPoolExecutor(max_workers=1) as side:  # hashed while the planes are written
+            digest = side.submit(field_digest, planes["images"], table)
+            write_field_store(
+                out_store,
+                planes,
+                lambda: {
+                    "bands": list(cfg["instrument"]["bands"]),
+                    "pixel_scale_arcsec": float(cfg["instrument"]["pixel_scale_arcsec"]),
+                    "flux_unit": "nJy",
+                    "field": field,
+                    "n_objects": len(table),
+                    "digest": digest.result(),
+                    "cutout_centre_pix": [cfg["reduce"]["cutout_size"] // 2] * 2,
+                    "mask_bits": {
+                        "1": "bad/saturated/bleed",
+                        "2": "cosmic ray",
+                        "4": "off-detector",
+                    },
+                    "provenance": {
+                        "inputs": dict(sorted(inputs.items())),
+                        "config_hash": config_hash(
+                            {k: cfg[k] for k in ("reduce", "instrument")}
+                        ),
+                        "code_version": astroflow.__version__,
+                    },
+                    "dask": {k: v for k, v in runner.spec.items() if k != "job_script"},
+                },
+                int(cfg["reduce"]["chunk_objects"]),
             )
-        )
-    table["label"] = match_labels(
-        table["ra"].to_numpy(),
-        table["dec"].to_numpy(),
-        labels,
-        float(cfg["reduce"]["match_radius_arcsec"]),
-    ).astype(np.int8)
-    table = table.assign(**match_morphology(
-        table["ra"].to_numpy(), table["dec"].to_numpy(), labels,
-        float(cfg["reduce"]["match_radius_arcsec"]),
-    ))  # fmt: skip
-    digest = field_digest(planes["images"], table)
-    inputs = {p: reducer.sha256[p] for p in sorted(used)}
-    inputs.update(masters.inputs)
-    inputs[str(labels_path)] = sha256_file(labels_path)
-    attrs = {
-        "bands": list(cfg["instrument"]["bands"]),
-        "pixel_scale_arcsec": float(cfg["instrument"]["pixel_scale_arcsec"]),
-        "flux_unit": "nJy",
-        "field": field,
-        "n_objects": len(table),
-        "digest": digest,
-        "cutout_centre_pix": [cfg["reduce"]["cutout_size"] // 2] * 2,
-        "mask_bits": {"1": "bad/saturated/bleed", "2": "cosmic ray", "4": "off-detector"},
-        "provenance": {
-            "inputs": dict(sorted(inputs.items())),
-            "config_hash": config_hash({k: cfg[k] for k in ("reduce", "instrument")}),
-            "code_version": astroflow.__version__,
-        },
-        "dask": dask_spec,
-    }
-    write_field_store(out_store, planes, attrs, int(cfg["reduce"]["chunk_objects"]))
     write_parquet(out_objects, table)
     write_text(out_quarantine, json.dumps(reducer.quarantine, indent=2) + "\n")
     n_labelled = int((table["label"] >= 0).sum())
@@ -599,7 +645,7 @@ def reduce_field(
         len(table),
         len(used),
         len(reducer.quarantine),
-        digest,
+        digest.result(),
         reducer.n_calibrated,
         reducer.n_from_cache,
     )

@@ -23,7 +23,7 @@ from astroflow.config import config_hash
 from astroflow.io.fits_read import FrameError
 from astroflow.reduce.cache import ExposureCache, read_records, source_hash, write_records
 from astroflow.reduce.calibrate import Exposure
-from astroflow.reduce.cutouts import sample_cutouts
+from astroflow.reduce.cutouts import sample_cutouts, weigh
 from astroflow.reduce.detect import Catalog, Photometry, measure
 
 _PKG = Path(__file__).resolve().parent
@@ -35,7 +35,8 @@ _PHOTOMETRY_FIELDS = [f.name for f in dataclasses.fields(Photometry)]
 
 @dataclass
 class Product:
-    """What one exposure contributes: its photometry and cutouts of every object."""
+    """What one exposure contributes: its photometry, and its cutouts of every object weighed
+    for their band's combination (:func:`~astroflow.reduce.cutouts.weigh`)."""
 
     path: str
     expnum: str
@@ -52,7 +53,7 @@ def exposure_product(
         return exposure
     cutouts = sample_cutouts(exposure, catalog.ra, catalog.dec, size, scale, batch=batch)
     return Product(
-        exposure.path, exposure.expnum, exposure.band, measure(exposure, catalog), cutouts
+        exposure.path, exposure.expnum, exposure.band, measure(exposure, catalog), weigh(*cutouts)
     )
 
 

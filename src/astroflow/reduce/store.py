@@ -14,6 +14,8 @@ import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +68,10 @@ def _remove_stale_temporaries(final: Path) -> None:
 
 
 def write_field_store(
-    path: str | Path, planes: dict[str, np.ndarray], attrs: dict, chunk_objects: int
+    path: str | Path,
+    planes: dict[str, np.ndarray],
+    attrs: dict | Callable[[], dict],
+    chunk_objects: int,
 ) -> None:
     """Write ``planes`` (``images`` and optional ``variance``/``mask``) as a Zarr v3 group.
 
@@ -75,8 +80,9 @@ def write_field_store(
     path : str or Path
         Final ``<field>.zarr`` directory; replaced if it exists.
     planes : dict of str to ndarray (N, n_bands, S, S)
-    attrs : dict
-        JSON-serialisable group attributes (bands, provenance, ...).
+    attrs : dict, or a function returning it
+        JSON-serialisable group attributes (bands, provenance, ...). A function is called once
+        the arrays are written, so the caller can work out some (the digest) meanwhile.
     chunk_objects : int
         Objects per chunk along N.
     """
@@ -85,21 +91,28 @@ def write_field_store(
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     _remove_stale_temporaries(final)
     group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-    for name, data in planes.items():
-        chunks = (max(1, chunk_objects), *data.shape[1:])
-        array = group.create_array(
+    arrays = {
+        name: group.create_array(
             name,
             shape=data.shape,
-            chunks=chunks,
+            chunks=(max(1, chunk_objects), *data.shape[1:]),
             dtype=data.dtype,
             compressors=_compressors(),
             fill_value=0,
             # every chunk is written: skips zarr's per-chunk "all fill value?" scan
             config={"write_empty_chunks": True},
         )
-        if data.shape[0]:
-            array[...] = data
-    group.attrs.update(attrs)
+        for name, data in planes.items()
+    }
+    if any(data.shape[0] for data in planes.values()):
+        # the planes side by side: compression and file writes release the GIL
+        with ThreadPoolExecutor(max_workers=len(planes)) as pool:
+            for done in [
+                pool.submit(arrays[name].__setitem__, Ellipsis, data)
+                for name, data in planes.items()
+            ]:
+                done.result()
+    group.attrs.update(attrs() if callable(attrs) else attrs)
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
     if final.exists():
         os.replace(final, old)
