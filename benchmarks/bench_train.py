@@ -29,8 +29,9 @@ measured now:
   steps fed from memory instead of Zarr (``memory``), from memory at batch 512
   (``memory_batch512``; a rate that grows with the batch means the fixed cost per step, not
   the model's arithmetic, sets the batch-64 rate), and from Zarr with the module
-  ``torch.compile``'d as ``train.compile: true`` does (``zarr_compiled``) or with only its
-  network compiled (``zarr_compiled_classifier``); compilation happens in the warm-up steps,
+  ``torch.compile``'d whole (``zarr_compiled``; what ``train.compile: true`` did until it
+  failed on torch 2.13) or with only its network compiled in place, as ``train.compile: true``
+  does now (``zarr_compiled_classifier``); compilation happens in the warm-up steps,
   so it is not timed. A variant that raises is recorded as null and its error is logged.
 
 The last stdout line is one JSON object. Data are synthetic (noise plus Gaussian and
@@ -60,7 +61,7 @@ from torch.utils.data import DataLoader
 
 from astroflow.train.augment import random_crop, random_dihedral
 from astroflow.train.data import ChunkBlockBatches, FieldRows, InMemoryBatches, load_rows
-from astroflow.train.fit import build_trainer, known_lightning_warnings_ignored
+from astroflow.train.fit import build_trainer, compile_network, known_lightning_warnings_ignored
 from astroflow.train.module import StarGalaxyModule
 
 BANDS, SIZE, CROP, CHUNK, BATCH = 3, 48, 44, 256, 64
@@ -218,12 +219,13 @@ def gpu_rate(
 ) -> float:
     """kim_brunner at bf16-mixed on the GPU, fed by ``stream`` (the stage feeds it from Zarr).
 
-    ``compiled``: ``"module"`` fits ``torch.compile(module)``, as the stage does for
-    ``train.compile``; ``"classifier"`` compiles only the network (with its normalisation).
+    ``compiled``: ``"module"`` fits ``torch.compile(module)``; ``"classifier"`` compiles only
+    the network in place, as the stage does for ``train.compile``
+    (:func:`astroflow.train.fit.compile_network`).
     """
     module = copy.deepcopy(init)
     if compiled == "classifier":
-        module.classifier = torch.compile(module.classifier)
+        compile_network(module)
     fit_module = torch.compile(module) if compiled == "module" else module
     return lightning_rate(fit_module, stream, val, n_steps, warmup, tmp, "bf16-mixed", accelerator)
 

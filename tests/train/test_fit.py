@@ -112,3 +112,23 @@ def test_kim_brunner_layout():
     ]
     assert sum(isinstance(m, torch.nn.Dropout) for m in net.modules()) == 2
     assert net(torch.zeros(2, 5, 44, 44)).shape == (2, 1)
+
+
+def test_compile_fits_the_compiled_network_and_keeps_its_weight_names(
+    tmp_path, train_cfg, datamodule
+):
+    """``train.compile``: a real fit runs the network through dynamo's graphs (compiling the
+    whole LightningModule failed on torch 2.13), and the checkpoint names the weights as an
+    uncompiled module does, so every reader of checkpoints loads it."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    cfg = {**train_cfg, "train": {**train_cfg["train"], "max_epochs": 1, "compile": True}}
+    trainer, module = train_model(cfg, "kim_brunner", datamodule, tmp_path, **QUICK)
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert counters["stats"]["unique_graphs"] >= 1
+    saved = torch.load(tmp_path / "best.ckpt", weights_only=True)["state_dict"]
+    assert set(saved) == set(module.state_dict())
+    assert not any("_orig_mod" in name for name in saved)
+    torch._dynamo.reset()
