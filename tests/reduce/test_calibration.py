@@ -20,7 +20,7 @@ from reduce_archive import (
 from astroflow.io import read_frame
 from astroflow.reduce.assemble import Layout, amp_to_electrons
 from astroflow.reduce.calibrate import MASK_BAD, MASK_COSMIC, calibrate_exposure
-from astroflow.reduce.masters import load_masters
+from astroflow.reduce.masters import Masters, load_masters
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,21 @@ def test_calib_cli_writes_masters_and_provenance(archive, tmp_path):
     assert set(record["flat"]) == {"g", "r"}
     assert all(len(sha) == 64 for sha in record["flat"]["g"]["inputs"].values())
     assert record["quarantine"] == []
+
+
+def test_flat_and_bad_flags_unusable_flat_pixels_and_hot_dark_pixels():
+    """Flat values outside [0.5, 2] or not finite are bad and divided by 1; a dark-rate outlier
+    is bad too; every other pixel keeps its flat value and is good."""
+    flat = np.ones((4, 8), np.float32)
+    flat[0] = [np.nan, np.inf, -np.inf, 0.49, 0.5, 2.0, 2.01, 1.25]
+    dark = np.full((4, 8), 0.01, np.float32) + np.linspace(0, 1e-3, 32).reshape(4, 8)
+    dark[3, 3] = 5.0
+    masters = Masters(np.zeros((4, 8), np.float32), dark, {"r": flat})
+    safe, bad = masters.flat_and_bad("r")
+    expected_bad = np.zeros((4, 8), bool)
+    expected_bad[0, [0, 1, 2, 3, 6]] = True
+    expected_bad[3, 3] = True
+    np.testing.assert_array_equal(bad, expected_bad)
+    assert safe.dtype == np.float32
+    np.testing.assert_array_equal(safe[0], [1, 1, 1, 1, 0.5, 2.0, 1, 1.25])
+    np.testing.assert_array_equal(safe[1:], 1.0)

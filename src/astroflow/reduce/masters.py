@@ -125,10 +125,13 @@ class Masters:
             if flat is None:
                 flat = np.ones_like(self.bias_e)
             low, high = FLAT_USABLE
-            unusable = ~np.isfinite(flat) | (flat < low) | (flat > high)
-            safe = np.where(unusable, 1.0, flat).astype(np.float32)
+            usable = (flat >= low) & (flat <= high)  # NaN compares False: unusable
+            safe = np.where(usable, flat, np.float32(1.0)).astype(np.float32, copy=False)
+            bad = ~usable
             hot = self.hot_pixels()
-            self._prepared[key] = (safe, unusable if hot is None else unusable | hot)
+            if hot is not None:
+                bad |= hot
+            self._prepared[key] = (safe, bad)
         return self._prepared[key]
 
 
