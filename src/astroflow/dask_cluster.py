@@ -122,7 +122,7 @@ class DaskRunner:
         finally:
             if self.client is not None:
                 pool.shutdown(wait=False)  # cancels what is left; the cluster closes next
-            else:  # joined on a thread of its own: shutdown(wait=False) could not be waited on
+            else:  # a thread of its own joins it (after shutdown(wait=False) nothing could)
                 stopping = threading.Thread(
                     target=pool.shutdown, kwargs={"wait": True, "cancel_futures": True}
                 )
@@ -215,7 +215,8 @@ def dask_client(cfg: dict, threads: int) -> Iterator[DaskRunner]:
     ``local`` starts a ``distributed.LocalCluster`` on this node; ``slurm`` starts a
     dask-jobqueue ``SLURMCluster`` whose workers are SLURM jobs, scaled to a fixed number of
     jobs or adaptively. The cluster and client are closed when the block ends, also when it
-    raises, so no worker job outlives the stage.
+    raises, so no worker job outlives the stage; ``processes``/``threads`` wait there for the
+    workers of the runner's pools (:meth:`DaskRunner.close`).
     """
     settings = dask_settings(cfg)
     scheduler = settings["scheduler"]
