@@ -343,7 +343,7 @@ class FieldReducer:
         fold = _FieldSums(len(catalog), self.size, self.bands)
         used: list[str] = []
         folded: dict[str, str] = {}  # exposure id -> the file co-added under it
-        last = {self._band_index.get(p): i for i, p in enumerate(queue)}  # of each band
+        last = {self._band_index[p]: i for i, p in enumerate(queue)}  # of each band
         for done, path in enumerate(queue, 1):
             if path in tasks:
                 product = tasks.take(path)
@@ -359,8 +359,8 @@ class FieldReducer:
             elif product is not None and not self._is_duplicate(product, folded):
                 fold.add(product)
                 used.append(product.path)
-            band = self._band_index.get(path)
-            if last[band] == done - 1 and band is not None and band < len(self.bands):
+            band = self._band_index[path]  # len(bands) and above: not a configured band
+            if last[band] == done - 1 and band < len(self.bands):
                 fold.finishing.append(side.submit(self._finish, fold, self.bands[band]))
             log.info("field %s: %d/%d exposures processed", self.field, done, len(queue))
         return fold, used

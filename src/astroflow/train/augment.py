@@ -7,6 +7,8 @@ free) and prediction may average over all eight transforms (test-time augmentati
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 N_DIHEDRAL = 8
@@ -44,9 +46,11 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.flip(out, dims=(-1,)) if k >= 4 else out
 
 
+@functools.lru_cache(maxsize=8)
 def _dihedral_sources(size: int, device: torch.device) -> torch.Tensor:
     """(8, size * size): the flat index each pixel of transform ``k`` of a ``size x size``
-    image comes from (the transforms applied to the index grid itself)."""
+    image comes from (the transforms applied to the index grid itself). Made once per size
+    and device, not on every training step; read only."""
     grid = torch.arange(size * size, device=device).reshape(size, size)
     return torch.stack([dihedral(grid, k).reshape(-1) for k in range(N_DIHEDRAL)])
 
