@@ -8,7 +8,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from astroflow.io.fits_read import read_frame
-from astroflow.io.profile import DEFAULTS, PROFILE_DIR, InstrumentProfile, load_profile
+from astroflow.io.profile import DEFAULTS, PROFILE_DIR, SCHEMA, InstrumentProfile, load_profile
 from astroflow.reduce.assemble import Layout, amp_to_electrons
 from astroflow.reduce.labels import match_labels, read_labels
 
@@ -22,6 +22,13 @@ def test_shipped_profiles_load_and_afcam_equals_the_defaults():
         assert afcam.spec[key] == builtin.spec[key] == DEFAULTS[key], key
     single = load_profile("single_ccd")
     assert single.primary_pixels and not single.sections["required"]
+
+
+def test_the_profile_schema_is_a_valid_json_schema():
+    """Profiles are validated without re-checking the schema each time: check it here."""
+    import jsonschema
+
+    jsonschema.validators.validator_for(SCHEMA).check_schema(SCHEMA)
 
 
 def test_invalid_or_unknown_profile_names_the_file_and_problem(tmp_path):

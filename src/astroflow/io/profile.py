@@ -201,9 +201,8 @@ class InstrumentProfile:
     """
 
     def __init__(self, spec: dict, source: str = "<built-in>"):
-        try:
-            jsonschema.validate(spec, SCHEMA)
-        except jsonschema.ValidationError as exc:
+        exc = jsonschema.exceptions.best_match(_validator().iter_errors(spec))
+        if exc is not None:
             where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
             raise ValueError(
                 f"{source}: invalid instrument profile at {where}: {exc.message}"
@@ -301,6 +300,14 @@ def find_profile(name_or_path: str) -> Path:
     raise FileNotFoundError(
         f"instrument profile {name_or_path!r} not found in config/instruments/ (known: {known})"
     )
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    """The validator of :data:`SCHEMA`, made once: ``jsonschema.validate`` checks the schema
+    itself against its meta-schema on every call (~20 ms, most of a profile's load; the
+    schema is checked once, in the tests)."""
+    return jsonschema.validators.validator_for(SCHEMA)(SCHEMA)
 
 
 @lru_cache(maxsize=32)
