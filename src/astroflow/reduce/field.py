@@ -48,7 +48,7 @@ from astroflow.reduce.exposure_work import (
     detect,
     exposure_products,
 )
-from astroflow.reduce.labels import labels_columns, match_labels, match_morphology, read_labels
+from astroflow.reduce.labels import labels_columns, match_catalog, read_labels
 from astroflow.reduce.masters import cached_masters
 from astroflow.reduce.products import Product, ProductCache
 from astroflow.reduce.store import field_digest, write_field_store, write_parquet, write_text
@@ -325,9 +325,7 @@ class FieldReducer:
                 f"{', '.join(map(str, malformed))}); its other rows label",
             )
         radius = float(self.cfg["reduce"]["match_radius_arcsec"])
-        columns = {"label": match_labels(catalog.ra, catalog.dec, labels, radius).astype(np.int8)}
-        columns.update(match_morphology(catalog.ra, catalog.dec, labels, radius))
-        return columns, problem
+        return match_catalog(catalog.ra, catalog.dec, labels, radius), problem
 
     def _submit(self, pool: Executor, todo: list[str], catalog, paired: int) -> _Tasks:
         for path in todo:
@@ -475,6 +473,28 @@ class FieldReducer:
         return table
 
 
+def _store_attrs(
+    cfg: dict, field: str, n_objects: int, digest: str, inputs: dict[str, str], dask_spec: dict
+) -> dict:
+    """The field store's group attributes: what its planes hold, and their provenance."""
+    return {
+        "bands": list(cfg["instrument"]["bands"]),
+        "pixel_scale_arcsec": float(cfg["instrument"]["pixel_scale_arcsec"]),
+        "flux_unit": "nJy",
+        "field": field,
+        "n_objects": n_objects,
+        "digest": digest,
+        "cutout_centre_pix": [cfg["reduce"]["cutout_size"] // 2] * 2,
+        "mask_bits": {"1": "bad/saturated/bleed", "2": "cosmic ray", "4": "off-detector"},
+        "provenance": {
+            "inputs": dict(sorted(inputs.items())),
+            "config_hash": config_hash({k: cfg[k] for k in ("reduce", "instrument")}),
+            "code_version": astroflow.__version__,
+        },
+        "dask": {k: v for k, v in dask_spec.items() if k != "job_script"},  # no SLURM script
+    }
+
+
 def _sha256_if_readable(path: str) -> str | None:
     """sha256 of a file, None where it cannot be read (the field check quarantines it)."""
     try:
@@ -606,28 +626,7 @@ def reduce_field(
             write_field_store(
                 out_store,
                 planes,
-                lambda: {
-                    "bands": list(cfg["instrument"]["bands"]),
-                    "pixel_scale_arcsec": float(cfg["instrument"]["pixel_scale_arcsec"]),
-                    "flux_unit": "nJy",
-                    "field": field,
-                    "n_objects": len(table),
-                    "digest": digest.result(),
-                    "cutout_centre_pix": [cfg["reduce"]["cutout_size"] // 2] * 2,
-                    "mask_bits": {
-                        "1": "bad/saturated/bleed",
-                        "2": "cosmic ray",
-                        "4": "off-detector",
-                    },
-                    "provenance": {
-                        "inputs": dict(sorted(inputs.items())),
-                        "config_hash": config_hash(
-                            {k: cfg[k] for k in ("reduce", "instrument")}
-                        ),
-                        "code_version": astroflow.__version__,
-                    },
-                    "dask": {k: v for k, v in runner.spec.items() if k != "job_script"},
-                },
+                lambda: _store_attrs(cfg, field, len(table), digest.result(), inputs, runner.spec),
                 int(cfg["reduce"]["chunk_objects"]),
             )
     write_parquet(out_objects, table)

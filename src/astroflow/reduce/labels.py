@@ -174,14 +174,30 @@ def match_labels(
 
     Each detection takes its nearest catalog entry; unlabelled detections are kept (-1).
     """
-    out = np.full(len(ra_deg), UNLABELLED, np.int8)
-    if len(ra_deg) == 0 or len(labels) == 0:
+    return match_catalog(ra_deg, dec_deg, labels, radius_arcsec)["label"]
+
+
+def match_catalog(
+    ra_deg: np.ndarray, dec_deg: np.ndarray, labels: Table, radius_arcsec: float
+) -> dict[str, np.ndarray]:
+    """The label columns of each detection, from its nearest catalog entry (matched once):
+    ``label`` as :func:`match_labels` gives it, then ``label_sersic_n`` and
+    ``label_ellipticity``, NaN where no entry lies within the radius, where the catalog has
+    no such column, or where the entry's value is missing or not finite."""
+    n = len(ra_deg)
+    out = {"label": np.full(n, UNLABELLED, np.int8)}
+    out.update({col: np.full(n, np.nan) for col in MORPHOLOGY_COLUMNS.values()})
+    if n == 0 or len(labels) == 0:
         return out
     index, close = _nearest(ra_deg, dec_deg, labels, radius_arcsec)
     codes = np.array(
         [LABEL_CODES.get(str(c).strip().lower(), UNLABELLED) for c in labels["class"]], np.int8
     )
-    out[close] = codes[index[close]]
+    out["label"][close] = codes[index[close]]
+    for role in (role for role in MORPHOLOGY_COLUMNS if role in labels.colnames):
+        values = np.ma.filled(np.ma.asarray(labels[role], dtype=float), np.nan)
+        values[~np.isfinite(values)] = np.nan
+        out[MORPHOLOGY_COLUMNS[role]][close] = values[index[close]]
     return out
 
 
@@ -195,23 +211,3 @@ def _nearest(
     )
     index, sep2d, _ = det.match_to_catalog_sky(cat)
     return index, sep2d.to_value(u.arcsec) <= radius_arcsec
-
-
-def match_morphology(
-    ra_deg: np.ndarray, dec_deg: np.ndarray, labels: Table, radius_arcsec: float
-) -> dict[str, np.ndarray]:
-    """``{label_sersic_n, label_ellipticity}`` per detection from its nearest catalog entry.
-
-    NaN where no entry lies within the radius, where the catalog has no such column, or where
-    the entry's value is missing or not finite. The same nearest entry as :func:`match_labels`.
-    """
-    out = {col: np.full(len(ra_deg), np.nan) for col in MORPHOLOGY_COLUMNS.values()}
-    present = [role for role in MORPHOLOGY_COLUMNS if role in labels.colnames]
-    if len(ra_deg) == 0 or len(labels) == 0 or not present:
-        return out
-    index, close = _nearest(ra_deg, dec_deg, labels, radius_arcsec)
-    for role in present:
-        values = np.ma.filled(np.ma.asarray(labels[role], dtype=float), np.nan)
-        values[~np.isfinite(values)] = np.nan
-        out[MORPHOLOGY_COLUMNS[role]][close] = values[index[close]]
-    return out
