@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask
-import dask.array as da
 import numpy as np
 from astropy.io import fits
 
@@ -205,6 +204,8 @@ def _electrons_many(
 
 
 def _combine(images: list[np.ndarray]) -> np.ndarray:
+    import dask.array as da  # here: field jobs import this module but never combine
+
     stack = da.from_array(np.stack(images), chunks=(-1, *COMBINE_CHUNK))
     return sigma_clipped_mean_dask(stack).compute()
 
