@@ -35,6 +35,10 @@ detections. Everything is measured in this one run, on the same frames:
   same with 2 workers, where the rerun's one new exposure cannot use the second worker: with
   serial time S and N exposures of time 1 it is (S + 1) / (S + N / 2), above 2/N for any
   S > 0 once 2 workers scale well, so the 2/N goal is a 1-worker figure.
+- ``field_job_start_s`` (extra key): seconds from a fresh interpreter to a field job's modules
+  imported, best of 3. Snakemake runs every field in a process of its own, so each pays it
+  on top of the reduction timed above (``tests/reduce/test_job_imports.py`` keeps modules
+  the job does not use out of it).
 
 Usage: ``python benchmarks/bench_reduce.py [--density 20] [--workdir DIR]``; needs the
 ``bench`` extra (photutils) and ``source-extractor`` on PATH. Last line: one JSON object.
@@ -50,6 +54,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -297,6 +302,17 @@ def ours_detect_measure_time(exposure, cfg: dict, repeats: int = 3) -> tuple[flo
     return best, n
 
 
+def field_job_start_time(repeats: int = 3) -> float:
+    """Best wall time of a fresh interpreter importing what ``astroflow reduce field`` imports."""
+    code = "import astroflow.cli, astroflow.reduce.stage, astroflow.reduce.field"
+    walls = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        walls.append(time.perf_counter() - start)
+    return min(walls)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--density", type=float, default=20.0, help="objects per arcmin^2")
@@ -383,6 +399,7 @@ def main() -> None:
         t_ours, n_ours = ours_detect_measure_time(detection, cfg)
         log.info("detect+measure: ours %.3f s (%d objects), source-extractor %.3f s (%d)",
                  t_ours, n_ours, t_sex, n_sex)
+        job_start = field_job_start_time()
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -395,6 +412,7 @@ def main() -> None:
     print(f"naive reference: {wall_naive['lacosmic']:.1f} s wall with L.A.Cosmic, "
           f"{wall_naive['sharpness']:.1f} s with our cosmic-ray test")
     print(f"detect+measure: ours {t_ours:.3f} s, source-extractor {t_sex:.3f} s")
+    print(f"field job start (interpreter and imports): {job_start:.2f} s")
     print(json.dumps({
         "speedup_vs_naive": round(wall_naive["lacosmic"] / wall1, 3),
         "time_ratio_vs_sextractor": round(t_ours / t_sex, 3),
@@ -409,6 +427,7 @@ def main() -> None:
         f"speedup_2_workers_{len(wide)}_exposures_one_core_baseline": round(
             wide_walls["1c"] / wide_walls["2"], 3
         ),
+        "field_job_start_s": round(job_start, 3),
     }))
 
 
