@@ -187,8 +187,10 @@ def match_catalog(
     n = len(ra_deg)
     out = {"label": np.full(n, UNLABELLED, np.int8)}
     out.update({col: np.full(n, np.nan) for col in MORPHOLOGY_COLUMNS.values()})
-    if n == 0 or len(labels) == 0:
+    rows = _rows_near(ra_deg, dec_deg, labels, radius_arcsec)
+    if n == 0 or rows.size == 0:
         return out
+    labels = labels[rows]
     index, close = _nearest(ra_deg, dec_deg, labels, radius_arcsec)
     codes = np.array(
         [LABEL_CODES.get(str(c).strip().lower(), UNLABELLED) for c in labels["class"]], np.int8
@@ -199,6 +201,38 @@ def match_catalog(
         values[~np.isfinite(values)] = np.nan
         out[MORPHOLOGY_COLUMNS[role]][close] = values[index[close]]
     return out
+
+
+def _unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
+    ra, dec = np.radians(np.asarray(ra_deg, float)), np.radians(np.asarray(dec_deg, float))
+    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
+
+
+def _rows_near(
+    ra_deg: np.ndarray, dec_deg: np.ndarray, labels: Table, radius_arcsec: float
+) -> np.ndarray:
+    """Rows of ``labels`` that may lie within the radius of a detection (all that do).
+
+    A labels catalog may cover a whole survey (millions of rows) while a field job matches a
+    few hundred detections: matching against all of it built a sky tree of every row in every
+    job (~1 s per million rows). Rows outside the cap around the detections' mean direction
+    that holds them all, widened by the radius, cannot be within the radius of any detection
+    (triangle inequality), so the match is the same without them.
+    """
+    if len(ra_deg) == 0 or len(labels) == 0:
+        return np.zeros(0, np.int64)
+    detections = _unit_vectors(ra_deg, dec_deg)
+    centre = detections.sum(axis=0)
+    norm = np.linalg.norm(centre)
+    if norm < 1e-9:  # detections all round the sky: keep everything
+        return np.arange(len(labels))
+    centre /= norm
+    spread = np.arccos(np.clip(detections @ centre, -1.0, 1.0)).max()
+    cap = spread + np.radians(radius_arcsec / 3600.0) + 1e-9  # + rounding of the dot products
+    if cap >= np.pi:
+        return np.arange(len(labels))
+    rows = _unit_vectors(labels["ra"], labels["dec"]) @ centre >= np.cos(cap)
+    return np.flatnonzero(rows)
 
 
 def _nearest(
