@@ -326,8 +326,9 @@ def _moffat_beta(ratio: float) -> float:
     """The Moffat beta in ``MOFFAT_BETA_RANGE`` whose r80/r50 is ``ratio`` (to 1e-12).
 
     r80/r50 falls monotonically with beta, so bisection finds it in ~50 steps of a closed
-    form. (``scipy.optimize.brentq`` did the same, but importing ``scipy.optimize`` took
-    ~0.35 s of every field job, and of each worker that would import it after forking.)
+    form (~30 us). ``scipy.optimize.brentq`` did the same, but importing ``scipy.optimize``
+    (0.15-0.4 s, depending on what came before) was paid by every field job; imported lazily,
+    each forked worker would pay it instead.
     """
     low, high = MOFFAT_BETA_RANGE
     while high - low > 1e-12:
