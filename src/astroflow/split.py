@@ -23,16 +23,12 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from astroflow.sky import unit_vectors
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test", "buffer")
 ARCSEC_PER_RAD = 180.0 / np.pi * 3600.0
-
-
-def unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
-    """Cartesian unit vectors ``(N, 3)`` of sky positions."""
-    ra, dec = np.radians(ra_deg), np.radians(dec_deg)
-    return np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
 
 
 def field_centre(ra_deg: np.ndarray, dec_deg: np.ndarray) -> tuple[float, float]:

@@ -322,6 +322,11 @@ def _moffat_radius(fraction: float, beta: float) -> float:
     return float(np.sqrt((1.0 - fraction) ** (-1.0 / (beta - 1.0)) - 1.0))
 
 
+def _moffat_ratio(beta: float) -> float:
+    """r80/r50 of a Moffat profile: sqrt(ln 5 / ln 2) (a Gaussian's) as beta grows."""
+    return _moffat_radius(0.8, beta) / _moffat_radius(0.5, beta)
+
+
 def _moffat_beta(ratio: float) -> float:
     """The Moffat beta in ``MOFFAT_BETA_RANGE`` whose r80/r50 is ``ratio`` (to 1e-12).
 
@@ -333,7 +338,7 @@ def _moffat_beta(ratio: float) -> float:
     low, high = MOFFAT_BETA_RANGE
     while high - low > 1e-12:
         mid = 0.5 * (low + high)
-        if _moffat_radius(0.8, mid) / _moffat_radius(0.5, mid) > ratio:
+        if _moffat_ratio(mid) > ratio:
             low = mid  # still too much light in the wings: a larger beta
         else:
             high = mid
@@ -359,13 +364,10 @@ def _profile_fwhm(
     r50 = float(np.median(radii[good, 0]))
     ratio = float(np.median(radii[good, 1] / radii[good, 0]))
 
-    def moffat_ratio(beta: float) -> float:
-        return _moffat_radius(0.8, beta) / _moffat_radius(0.5, beta)
-
-    if ratio <= moffat_ratio(MOFFAT_BETA_RANGE[1]):
+    if ratio <= _moffat_ratio(MOFFAT_BETA_RANGE[1]):
         return 2.0 * r50
     beta = MOFFAT_BETA_RANGE[0]
-    if ratio < moffat_ratio(beta):
+    if ratio < _moffat_ratio(beta):
         beta = _moffat_beta(ratio)
     hwhm_per_alpha = np.sqrt(2.0 ** (1.0 / beta) - 1.0)
     return 2.0 * r50 * hwhm_per_alpha / _moffat_radius(0.5, beta)

@@ -19,6 +19,8 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
+from astroflow.sky import unit_vectors
+
 #: Class encoding used everywhere downstream.
 LABEL_CODES = {"galaxy": 1, "star": 0}
 UNLABELLED = -1
@@ -188,7 +190,7 @@ def match_catalog(
     out = {"label": np.full(n, UNLABELLED, np.int8)}
     out.update({col: np.full(n, np.nan) for col in MORPHOLOGY_COLUMNS.values()})
     rows = _rows_near(ra_deg, dec_deg, labels, radius_arcsec)
-    if n == 0 or rows.size == 0:
+    if rows.size == 0:  # no detections, or no catalog rows near them
         return out
     labels = labels[rows]
     index, close = _nearest(ra_deg, dec_deg, labels, radius_arcsec)
@@ -201,11 +203,6 @@ def match_catalog(
         values[~np.isfinite(values)] = np.nan
         out[MORPHOLOGY_COLUMNS[role]][close] = values[index[close]]
     return out
-
-
-def _unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
-    ra, dec = np.radians(np.asarray(ra_deg, float)), np.radians(np.asarray(dec_deg, float))
-    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
 
 
 def _rows_near(
@@ -221,7 +218,7 @@ def _rows_near(
     """
     if len(ra_deg) == 0 or len(labels) == 0:
         return np.zeros(0, np.int64)
-    detections = _unit_vectors(ra_deg, dec_deg)
+    detections = unit_vectors(ra_deg, dec_deg)
     centre = detections.sum(axis=0)
     norm = np.linalg.norm(centre)
     if norm < 1e-9:  # detections all round the sky: keep everything
@@ -231,7 +228,7 @@ def _rows_near(
     cap = spread + np.radians(radius_arcsec / 3600.0) + 1e-9  # + rounding of the dot products
     if cap >= np.pi:
         return np.arange(len(labels))
-    rows = _unit_vectors(labels["ra"], labels["dec"]) @ centre >= np.cos(cap)
+    rows = unit_vectors(labels["ra"], labels["dec"]) @ centre >= np.cos(cap)
     return np.flatnonzero(rows)
 
 
