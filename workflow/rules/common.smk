@@ -100,23 +100,34 @@ TRUTH = config["data"]["truth"]
 MODELS = config["train"]["models"]
 MORPHOLOGY = "morphology" in config["train"]["tasks"]
 
-if config["simulate"]["enabled"]:
+# The plan: which raw files each reduce job takes (astroflow.io.plan). The main process makes
+# it, for an own archive from the exposure sheet (headers of new or changed files only are
+# read); jobs that reparse this file (cluster jobs) read the plan, never the archive. Rules
+# pass its list files, so no command line grows with the survey.
+from astroflow.io import plan as _plan
+
+PLAN_DIR = "results/reduce/plan"
+if not workflow.is_main_process:
+    PLAN = _plan.load_plan(PLAN_DIR)
+elif config["simulate"]["enabled"]:
     from astroflow.simulate import layout as _layout
 
-    FIELDS = _layout.field_names(config)
-    CALIB_FRAMES = _layout.calib_files(config, RAW)
-    SCIENCE = {field: _layout.science_files(config, RAW, field) for field in FIELDS}
+    PLAN = _plan.Plan(
+        calib=_layout.calib_files(config, RAW),
+        science={f: _layout.science_files(config, RAW, f) for f in _layout.field_names(config)},
+    )
 else:
     from astroflow.io import archive as _archive
 
-    _frames = _archive.scan_archive(RAW, config["instrument"]["profile"])
-    CALIB_FRAMES = sorted(f.path for f in _frames if f.imagetyp in {"bias", "dark", "flat"})
-    SCIENCE = {}
-    for _frame in _frames:
-        if _frame.imagetyp == "object" and _frame.field:
-            SCIENCE.setdefault(_frame.field, []).append(_frame.path)
-    SCIENCE = {field: sorted(paths) for field, paths in SCIENCE.items()}
-    FIELDS = sorted(SCIENCE)
+    PLAN = _plan.plan_archive(
+        _archive.scan_archive(RAW, _load_profile(config["instrument"]["profile"]),
+                              sheet=f"{PLAN_DIR}/sheet.parquet"),
+        config["instrument"],
+    )
+if workflow.is_main_process:
+    _plan.write_plan(PLAN, PLAN_DIR)
+FIELDS = PLAN.fields
+SCIENCE = PLAN.science
 
 
 # A model name never holds a slash, so results/train/{model}/... cannot swallow the

@@ -12,6 +12,7 @@ rule evaluate:
         truth=[TRUTH] if TRUTH else [],
         # raw detection frames and masters for the SExtractor CLASS_STAR/SPREAD_MODEL baselines
         exposures=[path for field in FIELDS for path in SCIENCE[field]],
+        science=f"{PLAN_DIR}/science.txt",
         calib="results/reduce/calib/masters.json",
         # the morphology regressor, scored into metrics.json's "morphology" key
         morphology=(
@@ -62,6 +63,6 @@ rule evaluate:
     shell:
         "ASTROFLOW_RULE=evaluate astroflow evaluate --config-json {params.cfg:q}"
         " --model {wildcards.model:q} --index {input.index:q} --train-dir {params.train_dir:q}"
-        " --truth {input.truth:q} --exposures {input.exposures:q} --calib {params.calib:q}"
+        " --truth {input.truth:q} --exposures-from {input.science:q} --calib {params.calib:q}"
         " --morphology-dir {params.morphology:q}"
         " --out-dir {params.out:q} --threads {threads} > {log:q} 2>&1"

@@ -4,7 +4,8 @@
 
 rule reduce_calib:
     input:
-        CALIB_FRAMES,
+        frames=PLAN.calib,
+        plan=f"{PLAN_DIR}/calib.txt",
     output:
         manifest="results/reduce/calib/masters.json",
     params:
@@ -23,13 +24,14 @@ rule reduce_calib:
     conda:
         "../../envs/reduce.yaml"
     shell:
-        "astroflow reduce calib --config-json {params.cfg:q} --frames {input:q}"
+        "astroflow reduce calib --config-json {params.cfg:q} --frames-from {input.plan:q}"
         " --out {params.out:q} > {log:q} 2>&1"
 
 
 rule reduce_field:
     input:
         exposures=lambda wildcards: SCIENCE[wildcards.field],
+        plan=f"{PLAN_DIR}/fields/{{field}}.txt",
         calib="results/reduce/calib/masters.json",
         labels=LABELS,
     output:
@@ -53,7 +55,7 @@ rule reduce_field:
         "../../envs/reduce.yaml"
     shell:
         "astroflow reduce field --config-json {params.cfg:q} --field {wildcards.field:q}"
-        " --exposures {input.exposures:q} --calib {params.calib:q} --labels {input.labels:q}"
+        " --exposures-from {input.plan:q} --calib {params.calib:q} --labels {input.labels:q}"
         " --out-store {output.store:q} --out-objects {output.objects:q}"
         " --out-quarantine {output.quarantine:q} --threads {threads} > {log:q} 2>&1"
 
@@ -63,6 +65,8 @@ rule reduce_index:
         stores=expand("results/reduce/fields/{field}.zarr", field=FIELDS),
         objects=expand("results/reduce/fields/{field}.objects.parquet", field=FIELDS),
         quarantine=expand("results/reduce/fields/{field}.quarantine.json", field=FIELDS),
+        fields=f"{PLAN_DIR}/fields.txt",
+        unusable=f"{PLAN_DIR}/unusable.json",
         store="results/tracking/store.json",
     output:
         index="results/reduce/index.json",
@@ -72,12 +76,12 @@ rule reduce_index:
         cfg=stage_config("reduce", tracked=True),
         code=code_version("reduce"),
         profile=PROFILE_SPEC,
-        fields=FIELDS,
     log:
         "logs/reduce/index.log",
     conda:
         "../../envs/reduce.yaml"
     shell:
         "ASTROFLOW_RULE=reduce_index astroflow reduce index --config-json {params.cfg:q}"
-        " --field-dir results/reduce/fields --fields {params.fields:q}"
+        " --field-dir results/reduce/fields --fields-from {input.fields:q}"
+        " --unusable {input.unusable:q}"
         " --out-dir results/reduce > {log:q} 2>&1"

@@ -10,7 +10,7 @@ if config["simulate"]["enabled"]:
 
     rule simulate_calib:
         output:
-            CALIB_FRAMES,
+            PLAN.calib,
         params:
             cfg=stage_config("simulate"),
             code=code_version("simulate"),

@@ -69,6 +69,7 @@ from astroflow.evaluate.summary import (
     summarize,
     validate_metrics,
 )
+from astroflow.io.plan import read_list
 
 log = logging.getLogger(__name__)
 
@@ -509,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--exposures", nargs="*", default=[], metavar="FILE",
                         help="raw science exposures (any band/field; grouped by OBJECT and "
                         "FILTER) for the SExtractor CLASS_STAR/SPREAD_MODEL baselines")
+    parser.add_argument("--exposures-from", default=None, metavar="LIST",
+                        help="file listing those exposures, one a line (the workflow's "
+                        "results/reduce/plan/science.txt), added to --exposures")
     parser.add_argument("--calib", default=None, metavar="DIR",
                         help="masters folder of `astroflow reduce calib` (masters.json), to "
                         "calibrate those exposures")
@@ -525,7 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     cfg = resolve_config(args)
     run(cfg, args.model, args.index, args.train_dir, args.truth, args.out_dir, args.threads,
-        exposures=args.exposures, calib_dir=args.calib,
+        exposures=args.exposures + (read_list(args.exposures_from) if args.exposures_from
+                                    else []),
+        calib_dir=args.calib,
         morphology_dir=args.morphology_dir or None)
     return 0
 

@@ -27,7 +27,12 @@ def dataset_digest(field_digests: dict[str, str]) -> str:
 
 
 def build_index(
-    cfg: dict, field_dir: str | Path, fields: list[str], out_dir: str | Path, track: bool = True
+    cfg: dict,
+    field_dir: str | Path,
+    fields: list[str],
+    out_dir: str | Path,
+    track: bool = True,
+    unusable: list[dict] | None = None,
 ) -> dict:
     """Write ``index.json``, ``objects.parquet`` and ``quarantine.json`` under ``out_dir``.
 
@@ -44,6 +49,9 @@ def build_index(
         Destination (``results/reduce``).
     track : bool
         Log one MLflow run for the reduce stage.
+    unusable : list of dict, optional
+        Quarantine entries of the raw files the plan set aside before any job ran
+        (:mod:`astroflow.io.plan`); they head ``quarantine.json``, so no file goes unnamed.
 
     Returns
     -------
@@ -52,7 +60,7 @@ def build_index(
     """
     field_dir, out_dir = Path(field_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries, tables, quarantine = {}, [], []
+    entries, tables, quarantine = {}, [], list(unusable or [])
     dask_specs: dict[str, dict] = {}
     for field in fields:
         store = field_dir / f"{field}.zarr"

@@ -9,10 +9,12 @@ import argparse
 import json
 import logging
 import os
+from pathlib import Path
 
 from astroflow import config as config_mod
 from astroflow.cli_common import add_config_args, resolve_config, setup_logging
 from astroflow.io.fits_read import FrameError
+from astroflow.io.plan import read_list
 
 log = logging.getLogger(__name__)
 DASK_ENV = "ASTROFLOW_DASK_JSON"
@@ -24,19 +26,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     calib = sub.add_parser("calib", help="master bias, dark and flats from calibration frames")
     add_config_args(calib)
-    calib.add_argument(
+    frames = calib.add_mutually_exclusive_group(required=True)
+    frames.add_argument(
         "--frames",
         nargs="+",
-        required=True,
         metavar="FILE",
         help="calibration frames (classified as instrument.profile says)",
+    )
+    frames.add_argument(
+        "--frames-from", metavar="LIST", help="file listing the calibration frames, one a line"
     )
     calib.add_argument("--out", required=True, metavar="DIR", help="output directory")
 
     field = sub.add_parser("field", help="calibrate, detect and cut out one field")
     add_config_args(field)
     field.add_argument("--field", required=True, help="field name (OBJECT)")
-    field.add_argument("--exposures", nargs="+", required=True, metavar="FILE")
+    exposures = field.add_mutually_exclusive_group(required=True)
+    exposures.add_argument("--exposures", nargs="+", metavar="FILE", help="raw exposures")
+    exposures.add_argument(
+        "--exposures-from", metavar="LIST", help="file listing the raw exposures, one a line"
+    )
     field.add_argument("--calib", required=True, metavar="DIR", help="masters directory")
     field.add_argument(
         "--labels",
@@ -66,7 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     index = sub.add_parser("index", help="gather fields: index.json, objects, quarantine, MLflow")
     add_config_args(index)
     index.add_argument("--field-dir", required=True, metavar="DIR")
-    index.add_argument("--fields", nargs="+", required=True)
+    names = index.add_mutually_exclusive_group(required=True)
+    names.add_argument("--fields", nargs="+", help="field names")
+    names.add_argument("--fields-from", metavar="LIST", help="file listing the field names")
+    index.add_argument(
+        "--unusable",
+        metavar="JSON",
+        default=None,
+        help="quarantine entries of the files the plan set aside (results/reduce/plan/"
+        "unusable.json), listed in quarantine.json beside the fields' own",
+    )
     index.add_argument("--out-dir", required=True, metavar="DIR")
     index.add_argument("--no-tracking", action="store_true", help="skip the MLflow run")
 
@@ -86,14 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "calib":
             from astroflow.reduce.masters import build_masters
 
-            build_masters(args.frames, cfg, args.out)
+            build_masters(args.frames or read_list(args.frames_from), cfg, args.out)
         elif args.command == "field":
             from astroflow.reduce.field import reduce_field
 
             reduce_field(
                 cfg,
                 args.field,
-                args.exposures,
+                args.exposures or read_list(args.exposures_from),
                 args.calib,
                 args.labels,
                 args.out_store,
@@ -105,7 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from astroflow.reduce.index import build_index
 
-            build_index(cfg, args.field_dir, args.fields, args.out_dir, track=not args.no_tracking)
+            build_index(
+                cfg,
+                args.field_dir,
+                args.fields or read_list(args.fields_from),
+                args.out_dir,
+                track=not args.no_tracking,
+                unusable=json.loads(Path(args.unusable).read_text()) if args.unusable else [],
+            )
     except FrameError as exc:
         log.error("reduce.strict: %s", exc)
         return 1
