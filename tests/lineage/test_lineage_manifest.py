@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
+from astropy.io import fits
 
 from astroflow.io.fits_read import sha256_file
 from astroflow.lineage import manifest
@@ -59,7 +61,9 @@ def test_intact_archive_passes_and_tampering_is_named(archive):
 def test_added_exposure_changes_digest_and_is_unlisted(archive):
     root, m = archive
     extra = root / "data/raw/science/F00/F00_r_e1.fits"
-    extra.write_bytes(b"new epoch" * 10)
+    fits.PrimaryHDU(np.zeros((4, 4), np.int16)).writeto(extra)
+    # a file that is not FITS is no exposure: a rerun would name it, not reduce it
+    (root / "data/raw/science/F00/notes.txt").write_text("seeing was bad")
     assert manifest.unlisted_files(m, m["root"], root) == [str(extra)]
     inputs = {f["path"]: f["sha256"] for f in m["files"]}
     inputs["data/raw/science/F00/F00_r_e1.fits"] = sha256_file(extra)

@@ -202,11 +202,13 @@ def check_files(
 def unlisted_files(manifest: Mapping, raw_root: str | Path, workdir: str | Path) -> list[str]:
     """FITS files under ``raw_root`` that the manifest does not list (new exposures since).
 
-    A rerun over the archive would reduce them too and so could not reproduce the run.
+    A rerun over the archive would reduce them too and so could not reproduce the run. FITS
+    is told by content, as the workflow's plan tells it; other files a rerun only names.
     """
-    from astroflow.io.archive import FITS_SUFFIXES
+    from astroflow.io.archive import walk_archive
+    from astroflow.io.headers import read_file_headers
 
     listed = {resolve(f["path"], workdir).resolve() for f in manifest["files"]}
-    found = (p for p in Path(raw_root).rglob("*")
-             if p.is_file() and p.name.lower().endswith(FITS_SUFFIXES))
-    return sorted(str(p) for p in found if p.resolve() not in listed)
+    found = (path for path, _, _ in walk_archive(raw_root)
+             if Path(path).resolve() not in listed)
+    return sorted(p for p in found if read_file_headers(p, primary_only=True).problem is None)
