@@ -6,6 +6,7 @@ from sklearn.metrics import roc_curve
 
 from astroflow.evaluate import plots
 from astroflow.evaluate.summary import summarize
+from astroflow.evaluate.verdict_table import COLOURS, classification_table, draw_verdict_table
 
 
 @pytest.fixture
@@ -74,3 +75,24 @@ def test_composite_and_display():
     assert plots.composite_bands(["r"]) == [0]
     img = plots.display_image(np.random.default_rng(0).normal(5, 1, (3, 8, 8)), [2, 1, 0])
     assert img.shape == (8, 8, 3) and 0 <= img.min() and img.max() <= 1
+
+
+def test_verdict_table_cells_carry_the_verdicts(scored):
+    from matplotlib.colors import to_rgba
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    y, scores, mag = scored
+    doc = summarize(y, scores, mag, [18, 21, 24], 30, np.random.default_rng(0), "truth")
+    table = classification_table(doc)
+    assert [label for label, _ in table.rows][:3] == [
+        "vs concentration: AUC", "vs concentration: star compl. @ purity 0.97",
+        "vs concentration: gal. purity @ compl. 0.96"]
+    ax = Figure().add_subplot()
+    draw_verdict_table(ax, table, "title")
+    cells = [p for p in ax.patches if isinstance(p, Rectangle)]
+    expected = [c["verdict"] for _, row in table.rows for c in row]
+    assert len(cells) == len(expected) == 2 * 3 * 3  # baselines x deltas x (all + 2 bins)
+    assert [p.get_facecolor() for p in cells] == [to_rgba(COLOURS[v]) for v in expected]
+    # The model (0.6 y + noise) beats the random concentration score everywhere.
+    assert set(expected[:9]) == {"better"}

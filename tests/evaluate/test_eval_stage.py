@@ -109,6 +109,9 @@ def test_run_against_truth(tiny_dataset, tmp_path):
     for name in ("class_star", "spread_model"):
         assert on_disk["baselines"][name] == {"skipped": "no raw exposures given (--exposures)"}
         assert all(name not in b["baselines"] for b in on_disk["by_magnitude"])
+    # Paired deltas against the scored baselines only, overall and in every bin.
+    for block in (on_disk, *on_disk["by_magnitude"]):
+        assert set(block["delta_vs"]) == {"concentration", "forest"}
     assert on_disk["calibration"] == {"method": "none"}
 
     pred = pd.read_parquet(out / "predictions.parquet")
@@ -138,6 +141,10 @@ def test_run_against_truth(tiny_dataset, tmp_path):
     assert run.data.tags["dataset_digest"] == "tiny-digest"
     assert run.data.metrics["model_auc"] == pytest.approx(doc["model"]["auc"]["value"])
     assert "baseline_concentration_auc_lo" in run.data.metrics
+    forest_auc = doc["delta_vs"]["forest"]["auc"]
+    assert run.data.metrics["delta_vs_forest_auc"] == pytest.approx(forest_auc["value"])
+    assert run.data.metrics["delta_vs_forest_auc_verdict"] == {
+        "better": 1, "undecided": 0, "worse": -1}[forest_auc["verdict"]]
     assert run.data.metrics["n_test_unscored"] == len(test_ids & moved)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"metrics.json", "predictions.parquet", "plots"} <= artifacts

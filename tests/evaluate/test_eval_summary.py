@@ -102,4 +102,11 @@ def test_mlflow_flattening():
     assert flat["baseline_forest_purity_galaxy_at_completeness_0.96_hi"] == (
         doc["baselines"]["forest"]["purity_galaxy_at_completeness_0.96"]["ci95"][1]
     )
-    assert len(flat) == 3 * 7 * 3 + 1
+    forest_auc = doc["delta_vs"]["forest"]["auc"]
+    assert flat["delta_vs_forest_auc"] == forest_auc["value"]
+    assert flat["delta_vs_forest_auc_hi"] == forest_auc["ci95"][1]
+    assert flat["delta_vs_forest_auc_verdict"] == {"better": 1, "undecided": 0,
+                                                   "worse": -1}[forest_auc["verdict"]]
+    # scorers x headline metrics x (value, lo, hi); baselines x deltas x (value, lo, hi,
+    # verdict) overall only (the per-bin deltas stay in metrics.json); n_test
+    assert len(flat) == 3 * 7 * 3 + 2 * 3 * 4 + 1

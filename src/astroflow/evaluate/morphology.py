@@ -6,8 +6,10 @@ true Sersic index and ellipticity: from the simulator's truth table when evaluat
 ``label_sersic_n``/``label_ellipticity``). The model and the baseline
 (:mod:`astroflow.evaluate.morphology_baseline`, on the detection-band cutout) are scored on
 exactly these objects, overall and per magnitude bin (``evaluate.mag_bins``), with paired
-percentile-bootstrap intervals (:func:`astroflow.evaluate.bootstrap.bootstrap_metrics`) from a
-stream of their own, so adding the task leaves the classification metrics as they were.
+percentile-bootstrap intervals (:func:`astroflow.evaluate.bootstrap.bootstrap_samples`) from a
+stream of their own, so adding the task leaves the classification metrics as they were. The
+same resamples give the paired deltas ``model - moments`` of |bias|, NMAD and outlier fraction
+(:mod:`astroflow.evaluate.paired_delta`, lower is better) with a verdict each.
 """
 
 from __future__ import annotations
@@ -23,13 +25,20 @@ import pandas as pd
 from astropy.table import Table
 
 from astroflow.evaluate import morphology_plots
-from astroflow.evaluate.bootstrap import bootstrap_indices, bootstrap_metrics
+from astroflow.evaluate.bootstrap import (
+    Bootstrap,
+    bootstrap_indices,
+    bootstrap_samples,
+    interval_blocks,
+)
 from astroflow.evaluate.morphology_baseline import measure_morphology
 from astroflow.evaluate.morphology_metrics import (
     MORPHOLOGY_METRICS,
     OUTLIER_THRESHOLD,
     QUANTITIES,
 )
+from astroflow.evaluate.paired_delta import MORPHOLOGY_COMPARISONS as COMPARISONS
+from astroflow.evaluate.paired_delta import delta_mlflow_metrics, paired_delta
 from astroflow.evaluate.summary import magnitude_bin_masks
 
 log = logging.getLogger(__name__)
@@ -88,10 +97,34 @@ def true_morphology(
     return n, e
 
 
-def _scores(true: np.ndarray, pred: np.ndarray, indices: np.ndarray) -> dict:
+def _bootstrap(true: np.ndarray, pred: np.ndarray, indices: np.ndarray) -> dict[str, Bootstrap]:
+    """Each quantity's metrics on all galaxies and on every resample of ``indices``."""
     return {
-        q: bootstrap_metrics(true[:, k], pred[:, k], MORPHOLOGY_METRICS[q], indices)
+        q: bootstrap_samples(true[:, k], pred[:, k], MORPHOLOGY_METRICS[q], indices)
         for k, q in enumerate(QUANTITIES)
+    }
+
+
+def _deltas(model: Mapping[str, Bootstrap], baseline: Mapping[str, Bootstrap]) -> dict:
+    """Per quantity, the paired deltas ``model - baseline`` of ``MORPHOLOGY_COMPARISONS``."""
+    return {
+        q: {key: paired_delta(model[q], baseline[q], c) for key, c in COMPARISONS.items()}
+        for q in QUANTITIES
+    }
+
+
+def _scored(true: np.ndarray, preds: Mapping[str, np.ndarray], indices: np.ndarray) -> dict:
+    """``{"model", "baselines", "delta_vs"}`` of one set of galaxies, from one set of
+    resamples: each scorer's metrics with intervals and, per baseline and quantity, the paired
+    deltas ``model - baseline`` (:func:`_deltas`) with their verdicts."""
+    boots = {name: _bootstrap(true, p, indices) for name, p in preds.items()}
+    model = boots.pop("model")
+    return {
+        "model": {q: interval_blocks(b) for q, b in model.items()},
+        "baselines": {
+            name: {q: interval_blocks(b) for q, b in boot.items()} for name, boot in boots.items()
+        },
+        "delta_vs": {name: _deltas(model, boot) for name, boot in boots.items()},
     }
 
 
@@ -117,12 +150,19 @@ def summarize_morphology(
     mag_bins, n_bootstrap, rng, truth_source
         As for the classification summary; ``rng`` is seeded, and one set of resamples
         serves the model and the baseline.
+
+    Returns
+    -------
+    dict
+        Also holds ``delta_vs`` (overall and in each ``by_magnitude`` bin): per baseline and
+        quantity, the paired ``model - baseline`` differences of ``abs_bias`` (``|bias|``),
+        ``nmad`` and ``outlier_frac``, each with ``value``, ``ci95`` and ``verdict`` (lower is
+        better: ``better`` when the interval lies below 0).
     """
     if "model" not in preds:
         raise ValueError("summarize_morphology: preds must include 'model'")
     true = np.asarray(true, dtype=np.float64)
     indices = bootstrap_indices(len(true), n_bootstrap, rng)
-    baselines = {name: p for name, p in preds.items() if name != "model"}
     block = {
         "n_test": len(true),
         "truth_source": truth_source,
@@ -133,8 +173,7 @@ def summarize_morphology(
         "n_unmeasured": {
             name: int((~np.isfinite(p)).any(axis=1).sum()) for name, p in preds.items()
         },
-        "model": _scores(true, preds["model"], indices),
-        "baselines": {name: _scores(true, p, indices) for name, p in baselines.items()},
+        **_scored(true, preds, indices),
         "by_magnitude": [],
     }
     for i, mask in enumerate(magnitude_bin_masks(mag, mag_bins)):
@@ -144,10 +183,7 @@ def summarize_morphology(
                 "mag_lo": float(mag_bins[i]),
                 "mag_hi": float(mag_bins[i + 1]),
                 "n": int(mask.sum()),
-                "model": _scores(true[mask], preds["model"][mask], sub),
-                "baselines": {
-                    name: _scores(true[mask], p[mask], sub) for name, p in baselines.items()
-                },
+                **_scored(true[mask], {name: p[mask] for name, p in preds.items()}, sub),
             }
         )
     return block
@@ -254,7 +290,9 @@ def evaluate_morphology(
 
 def morphology_mlflow_metrics(block: Mapping) -> dict[str, float]:
     """Flat MLflow metrics ``morphology_model_sersic_n_nmad`` (``_lo``, ``_hi``),
-    ``morphology_baseline_moments_...``, ``morphology_n_test``; undefined values left out."""
+    ``morphology_baseline_moments_...``, the overall deltas
+    ``morphology_delta_vs_moments_sersic_n_nmad`` (``_lo``, ``_hi``, ``_verdict``) and
+    ``morphology_n_test``; undefined values left out."""
     flat: dict[str, float] = {"morphology_n_test": float(block["n_test"])}
     scorers = {
         "model": block["model"],
@@ -270,4 +308,7 @@ def morphology_mlflow_metrics(block: Mapping) -> dict[str, float]:
                 ):
                     if value is not None:
                         flat[f"morphology_{prefix}_{quantity}_{key}{suffix}"] = float(value)
+    for name, quantities in block["delta_vs"].items():
+        for quantity, deltas in quantities.items():
+            flat.update(delta_mlflow_metrics(f"morphology_delta_vs_{name}_{quantity}", deltas))
     return flat

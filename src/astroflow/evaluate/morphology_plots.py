@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from astroflow.evaluate.morphology_metrics import OUTLIER_THRESHOLD, QUANTITIES, residuals
 from astroflow.evaluate.plots import _nan, _save, _style
+from astroflow.evaluate.verdict_table import draw_verdict_table, morphology_table
 
 _LABEL = {"sersic_n": "Sersic index n", "ellipticity": "ellipticity |g|"}
 _RESIDUAL = {"sersic_n": "log10(n_pred / n_true) [dex]", "ellipticity": "|g|_pred - |g|_true"}
@@ -88,10 +89,13 @@ def plot_residual_vs_mag(
 
     Points are single galaxies (failed measurements left out); lines with error bars are the
     per-bin bias with the NMAD as half-width from ``doc["by_magnitude"]``; dashed lines mark
-    the outlier thresholds.
+    the outlier thresholds. Below, the verdict table of the paired deltas ``model - baseline``
+    of ``|bias|``, NMAD and outlier fraction (:mod:`astroflow.evaluate.verdict_table`).
     """
-    fig = Figure(figsize=(9, 7.5))
-    axes = fig.subplots(2, 1, sharex=True)
+    table = morphology_table(doc)
+    fig = Figure(figsize=(9, 7.5 + table.height_inch), layout="constrained")
+    grid = fig.add_gridspec(2, 1, height_ratios=[7.5, table.height_inch])
+    axes = grid[0].subgridspec(2, 1).subplots(sharex=True)
     bins = doc["by_magnitude"]
     centres = np.array([(b["mag_lo"] + b["mag_hi"]) / 2 for b in bins])
     for ax, (row, quantity) in zip(axes, enumerate(QUANTITIES), strict=True):
@@ -124,4 +128,10 @@ def plot_residual_vs_mag(
     axes[1].set_xlabel(f"mag_{band} [AB mag]")
     counts = ", ".join(str(b["n"]) for b in bins)
     fig.suptitle(f"Morphology residuals versus magnitude (galaxies per bin: {counts})", fontsize=10)
+    draw_verdict_table(
+        fig.add_subplot(grid[1]),
+        table,
+        "model - baseline, paired bootstrap 95 % interval; lower is better: green = model better"
+        " (interval below 0), red = model worse, grey = undecided",
+    )
     return _save(fig, path)

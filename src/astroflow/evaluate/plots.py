@@ -15,6 +15,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from astroflow.evaluate.metrics import THRESHOLD
+from astroflow.evaluate.verdict_table import classification_table, draw_verdict_table
+
+#: Title of the verdict tables under the per-magnitude plots.
+VERDICT_TITLE = ("model - baseline, paired bootstrap 95 % interval (all objects, then per "
+                 "magnitude bin): green = model better, red = model worse, grey = undecided")
 
 _STYLE = {
     "model": {"color": "C0", "ls": "-"},
@@ -76,10 +81,13 @@ def _nan(x: float | None) -> float:
 
 def plot_purity_completeness(doc: Mapping, detection_band: str, path: Path) -> Path:
     """Purity and completeness of galaxies and stars (at ``p = 0.5``) per magnitude bin,
-    with the bootstrap 95 % band, for the model and the baselines."""
+    with the bootstrap 95 % band, for the model and the baselines; below them the verdict
+    table of the paired deltas ``model - baseline`` (:mod:`astroflow.evaluate.verdict_table`)."""
     bins = doc["by_magnitude"]
-    fig = Figure(figsize=(10, 7.5))
-    axes = fig.subplots(2, 2, sharex=True)
+    table = classification_table(doc)
+    fig = Figure(figsize=(10, 7.5 + table.height_inch), layout="constrained")
+    grid = fig.add_gridspec(2, 1, height_ratios=[7.5, table.height_inch])
+    axes = grid[0].subgridspec(2, 2).subplots(sharex=True)
     panels = [
         ("purity_galaxy", "galaxy purity"),
         ("completeness_galaxy", "galaxy completeness"),
@@ -109,6 +117,7 @@ def plot_purity_completeness(doc: Mapping, detection_band: str, path: Path) -> P
     fig.suptitle(f"Purity and completeness at p_galaxy = {THRESHOLD} versus magnitude "
                  f"(95 % bootstrap bands; objects per bin: {counts})", fontsize=10)
     axes[0, 0].legend(fontsize=8)
+    draw_verdict_table(fig.add_subplot(grid[1]), table, VERDICT_TITLE)
     return _save(fig, path)
 
 

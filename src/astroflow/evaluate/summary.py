@@ -1,4 +1,5 @@
-"""Assemble metrics.json: model and baselines, overall and per magnitude bin, with intervals.
+"""Assemble metrics.json: model and baselines, overall and per magnitude bin, with intervals,
+and the paired deltas ``model - baseline`` with their verdicts.
 
 Everything here is a pure function of arrays, so the whole metrics document can be tested
 without a model, a Zarr store or MLflow. The document's shape is fixed by
@@ -16,8 +17,13 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 
-from astroflow.evaluate.bootstrap import bootstrap_indices, bootstrap_metrics
+from astroflow.evaluate.bootstrap import bootstrap_indices, bootstrap_samples, interval_blocks
 from astroflow.evaluate.metrics import BY_CLASS, HEADLINE
+from astroflow.evaluate.paired_delta import (
+    CLASSIFICATION_COMPARISONS,
+    delta_mlflow_metrics,
+    deltas_vs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +49,14 @@ def _scorer_metrics(
     scores: Mapping[str, np.ndarray],
     metrics: Mapping,
     indices: np.ndarray,
-) -> tuple[dict, dict]:
-    model = bootstrap_metrics(y, scores["model"], metrics, indices)
-    baselines = {
-        name: bootstrap_metrics(y, p, metrics, indices)
-        for name, p in scores.items()
-        if name != "model"
-    }
-    return model, baselines
+) -> tuple[dict, dict, dict]:
+    """Model block, baseline blocks and the paired deltas ``model - baseline``, all from
+    one set of resamples (``indices``)."""
+    boots = {name: bootstrap_samples(y, p, metrics, indices) for name, p in scores.items()}
+    model = boots.pop("model")
+    baselines = {name: interval_blocks(boot) for name, boot in boots.items()}
+    deltas = deltas_vs(model, boots, CLASSIFICATION_COMPARISONS)
+    return interval_blocks(model), baselines, deltas
 
 
 def summarize(
@@ -83,7 +89,15 @@ def summarize(
         Where ``y`` came from.
     skipped : mapping, optional
         ``{baseline: reason}`` of baselines that could not be scored; they appear in
-        ``baselines`` as ``{"skipped": reason}`` (and not in ``by_magnitude``).
+        ``baselines`` as ``{"skipped": reason}`` (and not in ``by_magnitude`` or ``delta_vs``).
+
+    Returns
+    -------
+    dict
+        ``n_test``, ``truth_source``, ``model``, ``baselines``, ``delta_vs`` (per scored
+        baseline, the paired ``model - baseline`` deltas of
+        :data:`~astroflow.evaluate.paired_delta.CLASSIFICATION_COMPARISONS` with a verdict) and
+        ``by_magnitude`` (the same per bin, with the bin's own shared resamples).
     """
     y = np.asarray(y, dtype=np.int64)
     if "model" not in scores:
@@ -93,20 +107,21 @@ def summarize(
             raise ValueError(f"summarize: scores[{name!r}] has shape {np.shape(p)}, "
                              f"labels have {y.shape}")
     indices = bootstrap_indices(y.size, n_bootstrap, rng)
-    model, baselines = _scorer_metrics(y, scores, HEADLINE, indices)
+    model, baselines, deltas = _scorer_metrics(y, scores, HEADLINE, indices)
     doc = {
         "n_test": int(y.size),
         "truth_source": truth_source,
         "model": model,
         "baselines": {**baselines,
                       **{name: {"skipped": str(why)} for name, why in (skipped or {}).items()}},
+        "delta_vs": deltas,
         "by_magnitude": [],
     }
     masks = magnitude_bin_masks(mag, mag_bins)
     for i, mask in enumerate(masks):
         yb = y[mask]
         sb = {name: np.asarray(p)[mask] for name, p in scores.items()}
-        b_model, b_baselines = _scorer_metrics(
+        b_model, b_baselines, b_deltas = _scorer_metrics(
             yb, sb, BINNED, bootstrap_indices(yb.size, n_bootstrap, rng)
         )
         doc["by_magnitude"].append({
@@ -117,6 +132,7 @@ def summarize(
             "n_star": int(yb.size - yb.sum()),
             "model": b_model,
             "baselines": b_baselines,
+            "delta_vs": b_deltas,
         })
         log.info("magnitude bin %d/%d [%.1f, %.1f): %d objects", i + 1, len(masks),
                  mag_bins[i], mag_bins[i + 1], yb.size)
@@ -139,7 +155,8 @@ def validate_metrics(doc: Mapping) -> None:
 
 def headline_mlflow_metrics(doc: Mapping) -> dict[str, float]:
     """Flat MLflow metrics: ``model_auc``, ``model_auc_lo``, ``model_auc_hi``, ...,
-    ``baseline_<name>_auc`` ...; undefined values are left out (MLflow has no null)."""
+    ``baseline_<name>_auc`` ..., and the overall deltas ``delta_vs_<name>_auc`` (``_lo``,
+    ``_hi``, ``_verdict``); undefined values are left out (MLflow has no null)."""
     flat: dict[str, float] = {}
 
     def add(prefix: str, block: Mapping) -> None:
@@ -151,5 +168,7 @@ def headline_mlflow_metrics(doc: Mapping) -> dict[str, float]:
 
     for name, block in scored_blocks(doc).items():
         add("model" if name == "model" else f"baseline_{name}", block)
+    for name, deltas in doc["delta_vs"].items():
+        flat.update(delta_mlflow_metrics(f"delta_vs_{name}", deltas))
     flat["n_test"] = float(doc["n_test"])
     return flat
