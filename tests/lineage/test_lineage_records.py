@@ -108,6 +108,35 @@ def test_runs_table_and_compare(store, capsys):
     assert "evaluate.n_bootstrap" in out and "dataset_digest = " + "a" * 64 in out
 
 
+def test_compare_shows_paired_deltas_with_their_verdicts(store, capsys):
+    """The evaluate stage logs each delta as value, _lo, _hi and _verdict; compare shows one
+    line per delta with the interval and the verdict in words, not four raw metrics."""
+    from astroflow.evaluate.paired_delta import delta_mlflow_metrics
+
+    cfg, uri, index, manifest = store
+    deltas = [
+        {"auc": {"value": 0.021, "ci95": [0.004, 0.037], "verdict": "better"}},
+        {"auc": {"value": 0.006, "ci95": [-0.01, None], "verdict": "undecided"}},
+    ]
+    ids = []
+    for delta in deltas:
+        with tracking.stage_run(cfg, "evaluate", dataset_digest="a" * 64) as ev:
+            mlflow.log_metrics({"model_auc": 0.95,
+                                **delta_mlflow_metrics("delta_vs_forest", delta)})
+            ids.append(ev.info.run_id)
+    client = mlflow.MlflowClient(uri)
+    a, b = (client.get_run(i) for i in ids)
+    diff = runs.compare_runs(a, b)
+    assert diff["deltas"] == {"delta_vs_forest_auc": ("+0.0210 [+0.0040, +0.0370] better",
+                                                      "+0.0060 [-0.0100, n/a] undecided")}
+    assert set(diff["metrics"]) == {"model_auc"}  # the delta's four metrics are not repeated
+    assert runs.main(["compare", ids[0], ids[1], "--tracking-uri", uri,
+                      "--experiment", cfg["tracking"]["experiment"]]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "delta_vs_forest_auc" in x)
+    assert line.startswith("  * ") and line.split()[-1] == "undecided" and "better" in line
+
+
 def test_unknown_run_and_missing_store_are_named(store, tmp_path, capsys):
     cfg, uri, index, manifest = store
     assert runs.main(["compare", "0" * 32, "1" * 32, "--tracking-uri", uri]) == 1

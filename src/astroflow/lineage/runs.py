@@ -3,7 +3,10 @@
 The table answers "which data, which code, what came out" for each run at a glance (pipeline
 id, stage, dataset digest, raw-manifest digest, commit, headline metrics); ``compare`` lists the
 config keys, lineage tags and metrics that differ between two runs, side by side, so a change
-after a data update can be pinned on data, config or code. Both read only the tracking store.
+after a data update can be pinned on data, config or code. The evaluate stage's paired deltas
+``model - baseline`` (``delta_vs_*`` and ``morphology_delta_vs_*``, each logged as the value,
+``_lo``, ``_hi`` and ``_verdict``) are shown as one line each, ``+0.021 [+0.004, +0.037]
+better``, in a block of their own. Both read only the tracking store.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ LINEAGE_TAGS = (
     "git_dirty", "code_digest", "config_hash", "upstream.reduce", "upstream.train",
 )
 SHORT = 12
+#: Suffix of the verdict metric of a paired delta (1 better, 0 undecided, -1 worse; see
+#: ``astroflow.evaluate.paired_delta.VERDICT_CODE``); the value, ``_lo`` and ``_hi`` share its
+#: stem.
+VERDICT_SUFFIX = "_verdict"
+VERDICT_WORD = {1.0: "better", 0.0: "undecided", -1.0: "worse"}
 
 
 def _short(value: str | None, n: int = SHORT) -> str:
@@ -87,12 +95,31 @@ def format_table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def delta_stems(metrics: Mapping[str, float]) -> list[str]:
+    """Stems of the paired deltas among ``metrics``: the names with a ``_verdict`` metric."""
+    return sorted(k[: -len(VERDICT_SUFFIX)] for k in metrics if k.endswith(VERDICT_SUFFIX))
+
+
+def delta_text(metrics: Mapping[str, float], stem: str) -> str | None:
+    """``"+0.021 [+0.004, +0.037] better"`` of the delta ``stem``; None when it is absent."""
+    if stem + VERDICT_SUFFIX not in metrics:
+        return None
+
+    def num(key: str) -> str:
+        return f"{metrics[key]:+.4f}" if key in metrics else "n/a"
+
+    word = VERDICT_WORD.get(metrics[stem + VERDICT_SUFFIX], "?")
+    return f"{num(stem)} [{num(stem + '_lo')}, {num(stem + '_hi')}] {word}"
+
+
+
 def compare_runs(a: Run, b: Run) -> dict[str, dict[str, tuple[str | None, str | None]]]:
-    """What differs between two runs: ``{"config"|"lineage"|"metrics": {key: (a, b)}}``.
+    """What differs between two runs: ``{"config"|"lineage"|"metrics"|"deltas": {key: (a, b)}}``.
 
     ``config`` holds the params (flattened config keys) that differ or exist in one run only,
-    ``lineage`` the lineage tags that differ, ``metrics`` every metric of either run with both
-    values (side by side, equal or not). A missing value is None.
+    ``lineage`` the lineage tags that differ, ``deltas`` every paired delta of either run as
+    text with its interval and verdict (:func:`delta_text`), ``metrics`` every other metric of
+    either run with both values (side by side, equal or not). A missing value is None.
     """
 
     def differing(x: Mapping, y: Mapping, keys) -> dict:
@@ -101,10 +128,13 @@ def compare_runs(a: Run, b: Run) -> dict[str, dict[str, tuple[str | None, str | 
     pa, pb = a.data.params, b.data.params
     ta, tb = a.data.tags, b.data.tags
     ma, mb = a.data.metrics, b.data.metrics
+    stems = sorted(set(delta_stems(ma)) | set(delta_stems(mb)))
+    in_deltas = {s + suffix for s in stems for suffix in ("", "_lo", "_hi", VERDICT_SUFFIX)}
     return {
         "config": differing(pa, pb, set(pa) | set(pb)),
         "lineage": differing(ta, tb, LINEAGE_TAGS),
-        "metrics": {k: (ma.get(k), mb.get(k)) for k in sorted(set(ma) | set(mb))},
+        "metrics": {k: (ma.get(k), mb.get(k)) for k in sorted((set(ma) | set(mb)) - in_deltas)},
+        "deltas": {s: (delta_text(ma, s), delta_text(mb, s)) for s in stems},
         "same_lineage": {k: ta.get(k) for k in LINEAGE_TAGS if k in ta and ta.get(k) == tb.get(k)},
     }
 
@@ -119,14 +149,16 @@ def format_compare(a: Run, b: Run, diff: Mapping) -> str:
             return f"{value:.6g}"
         return str(value)
 
-    def block(title: str, items: Mapping, mark_equal: bool = False) -> list[str]:
+    def block(title: str, items: Mapping, mark_equal: bool = False, align: str = ">") -> list[str]:
         lines = [title]
         if not items:
             return lines + ["  (none)"]
         width = max(len(k) for k in items)
+        column = max(24, *(len(fmt(v)) for pair in items.values() for v in pair))
         for key, (va, vb) in items.items():
             flag = "" if not mark_equal else ("  " if va == vb else " *")
-            lines.append(f" {flag} {key.ljust(width)}  {fmt(va):>24}  {fmt(vb):>24}")
+            lines.append(f" {flag} {key.ljust(width)}  {fmt(va):{align}{column}}  "
+                         f"{fmt(vb):{align}{column}}".rstrip())
         return lines
 
     head = [
@@ -140,6 +172,9 @@ def format_compare(a: Run, b: Run, diff: Mapping) -> str:
     out += ["", "lineage shared:"] + (shared or ["  (none)"])
     out += [""] + block("config keys that differ (A, B):", diff["config"])
     out += [""] + block("metrics (A, B; * = differ):", diff["metrics"], mark_equal=True)
+    if diff["deltas"]:
+        out += [""] + block("paired deltas model - baseline, 95 % interval, verdict "
+                            "(A, B; * = differ):", diff["deltas"], mark_equal=True, align="<")
     return "\n".join(out)
 
 
