@@ -60,7 +60,10 @@ DEFAULTS: dict = {
     "filename_patterns": {"object": [], "bias": [], "dark": [], "flat": []},
     "classify_by": ["header"],
     "pixels": {"primary_hdu": False, "bitpix": [16, 32, 64, -32, -64]},
-    "sections": {"required": True, "datasec": None, "biassec": None, "detsec": None},
+    "sections": {
+        "required": True, "datasec": None, "biassec": None, "detsec": None,
+        "overscan_side": "right",
+    },
     "values": {"gain": None, "rdnoise": 0.0, "saturate": None},
 }
 
@@ -122,13 +125,24 @@ SCHEMA: dict = {
         },
         "sections": {
             "type": "object",
-            "description": "Amplifier sections used when a header lacks them.",
+            "description": "Amplifier sections used when a header lacks them (a header's "
+            "own DATASEC/TRIMSEC, BIASSEC and DETSEC always win).",
             "additionalProperties": False,
             "properties": {
-                "required": {"type": "boolean"},
+                "required": {
+                    "type": "boolean",
+                    "description": "true: a header without DATASEC/TRIMSEC or DETSEC (and no "
+                    "fixed section here) is unusable; false: the defaults below apply.",
+                },
                 "datasec": _SECTION,
                 "biassec": _SECTION,
                 "detsec": _SECTION,
+                "overscan_side": {
+                    "enum": ["right", "left"],
+                    "description": "Where the instrument.overscan_cols overscan columns sit in "
+                    "a raw amplifier array, for the default sections: right (data first) or "
+                    "left (overscan first).",
+                },
             },
         },
         "bands": {

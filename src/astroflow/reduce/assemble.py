@@ -62,6 +62,8 @@ class AmpElectrons:
     saturated: np.ndarray
     saturate_e: float
     header: fits.Header
+    #: Whether an overscan (``BIASSEC``) level was subtracted.
+    overscan_subtracted: bool = False
 
 
 @dataclass
@@ -73,6 +75,8 @@ class DetectorElectrons:
     read_noise_e: list[tuple[tuple[slice, slice], float]]
     saturated: np.ndarray
     saturate_e: float
+    #: Whether every amplifier had an overscan level subtracted.
+    overscan_subtracted: bool = False
 
 
 def _header_float(
@@ -103,53 +107,174 @@ def _header_float(
     return value
 
 
-def _with_profile_sections(amp: AmpRaw, path: str, layout: Layout) -> fits.Header:
-    """The amp header with the sections the profile supplies where the header has none.
+@dataclass(frozen=True)
+class AmpSections:
+    """Where one amplifier's pixels are, as numpy ``(rows, columns)`` slices.
 
-    Headers that carry ``DATASEC``/``TRIMSEC``, ``DETSEC`` (and ``BIASSEC``) are returned as
-    they are. Otherwise the profile's fixed sections are used, or, when the profile does not
-    require sections, the whole array minus ``overscan_cols`` columns on the right is data,
-    those columns are overscan, and amplifiers are tiled along x in file order. A celestial
-    WCS found only in the primary header is copied in too, so everything downstream (detector
-    WCS, exposure cache) reads one self-contained header.
+    ``data`` is the light-sensitive section (``TRIMSEC``, else ``DATASEC``), ``bias`` the
+    overscan (``BIASSEC``; None: no overscan), ``detsec`` its place on the detector. ``source``
+    says where each came from: ``header``, ``profile`` (a fixed section of the instrument
+    profile) or ``default`` (the layout's ``overscan_cols`` and ``sections.overscan_side``).
     """
-    profile = layout.profile
-    header = amp.header
-    copied = False
 
-    def put(key: str, value: str) -> None:
-        nonlocal header, copied
-        if not copied:
-            header, copied = header.copy(), True
-        header[key] = value
+    data: tuple[slice, slice]
+    bias: tuple[slice, slice] | None
+    detsec: tuple[slice, slice]
+    data_key: str
+    source: dict[str, str]
 
-    sections = profile.sections
-    nx, oc = layout.amp_nx, layout.overscan_cols
-    x0 = amp.index * nx
-    computed = {
-        "DATASEC": f"[1:{nx},1:{layout.amp_ny}]",
-        "DETSEC": f"[{x0 + 1}:{x0 + nx},1:{layout.amp_ny}]",
-        "BIASSEC": f"[{nx + 1}:{nx + oc},1:{layout.amp_ny}]" if oc > 0 else None,
+
+def default_sections(index: int, layout: Layout) -> dict[str, str | None]:
+    """The sections of amplifier ``index`` when neither header nor profile gives them.
+
+    The raw array is ``instrument.amp_shape`` plus ``overscan_cols`` columns, the overscan on
+    the profile's ``sections.overscan_side`` (right: data first; left: overscan first), and
+    amplifiers are tiled along x in file order.
+    """
+    ny, nx, oc = layout.amp_ny, layout.amp_nx, layout.overscan_cols
+    left = layout.profile.sections.get("overscan_side", "right") == "left"
+    d0 = oc if left else 0
+    x0 = index * nx
+    bias = None
+    if oc > 0:
+        bias = f"[1:{oc},1:{ny}]" if left else f"[{nx + 1}:{nx + oc},1:{ny}]"
+    return {
+        "DATASEC": f"[{d0 + 1}:{d0 + nx},1:{ny}]",
+        "DETSEC": f"[{x0 + 1}:{x0 + nx},1:{ny}]",
+        "BIASSEC": bias,
     }
-    has_data = "TRIMSEC" in header or "DATASEC" in header
-    for key, present in (("DATASEC", has_data), ("DETSEC", "DETSEC" in header)):
-        if present:
+
+
+def _overlap(a: tuple[slice, slice], b: tuple[slice, slice]) -> bool:
+    return all(max(p.start, q.start) < min(p.stop, q.stop) for p, q in zip(a, b, strict=True))
+
+
+def resolve_sections(
+    header: fits.Header, shape: tuple[int, ...], index: int, path: str, hdu: str, layout: Layout
+) -> tuple[fits.Header, AmpSections]:
+    """Sections of one amplifier from its header, else the profile, else the defaults.
+
+    A section the header writes always wins, whatever ``instrument.overscan_cols`` says (a
+    header ``BIASSEC`` is used with ``overscan_cols: 0`` too). The profile's fixed
+    ``sections.datasec|biassec|detsec`` come next; last, unless the profile's
+    ``sections.required`` is true, :func:`default_sections`. The raw array must be
+    ``amp_shape + overscan_cols`` wide only when a default data or overscan section is used;
+    otherwise it may be any size that holds the sections. The geometry is checked here
+    (headers and shapes only, no pixels), so a file's verdict needs no pixel read.
+
+    Returns
+    -------
+    header, sections
+        The header with the sections filled in (a copy when anything was added) and the
+        parsed sections.
+
+    Raises
+    ------
+    FrameError
+        Missing section (``sections.required``); wrong array shape for the default sections;
+        a section malformed, reversed, outside the array, of another size than
+        ``instrument.amp_shape``, or off the detector; an overscan overlapping the data or
+        not covering its rows.
+    """
+    sections = layout.profile.sections
+    defaults = default_sections(index, layout)
+    data_key = "TRIMSEC" if "TRIMSEC" in header else "DATASEC"
+    texts: dict[str, str | None] = {}
+    source: dict[str, str] = {}
+    added: dict[str, str] = {}
+    for key in ("DATASEC", "DETSEC", "BIASSEC"):
+        header_key = data_key if key == "DATASEC" else key
+        if header_key in header:
+            texts[key], source[key] = str(header[header_key]), "header"
             continue
-        value = sections.get(key.lower()) or (None if sections["required"] else computed[key])
-        if value is None:
-            raise FrameError(path, amp.name, f"missing header keyword {key}")
-        put(key, value)
-    if "BIASSEC" not in header:
-        value = sections.get("biassec") or (None if sections["required"] else computed["BIASSEC"])
-        if value is not None:
-            put("BIASSEC", value)
-    primary = amp.primary
-    if "CTYPE1" not in header and primary is not None and "CTYPE1" in primary:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            cards = WCS(primary, naxis=2).to_header()
-        for card in cards.cards:
-            put(card.keyword, card.value)
+        fixed = sections.get(key.lower())
+        if fixed:
+            texts[key], source[key] = fixed, "profile"
+        elif not sections["required"] and defaults[key] is not None:
+            texts[key], source[key] = defaults[key], "default"
+        elif key == "BIASSEC":
+            texts[key] = None  # no overscan: the master bias alone removes the bias
+            continue
+        else:
+            raise FrameError(path, hdu, f"missing header keyword {key}")
+        added[key] = texts[key]
+    if added:
+        header = header.copy()
+        for key, value in added.items():
+            header[key] = value
+    name = {"DATASEC": data_key, "DETSEC": "DETSEC", "BIASSEC": "BIASSEC"}
+    ny, nx = shape[-2:] if len(shape) >= 2 else (0, 0)
+    if len(shape) != 2 or (
+        "default" in (source.get("DATASEC"), source.get("BIASSEC"))
+        and tuple(shape) != layout.raw_amp_shape
+    ):
+        raise FrameError(
+            path,
+            hdu,
+            f"wrong shape {tuple(shape)}, expected {layout.raw_amp_shape} "
+            "(instrument.amp_shape + overscan_cols)",
+        )
+    parsed = {
+        key: parse_section(text, path, hdu) for key, text in texts.items() if text is not None
+    }
+    for key in ("DATASEC", "BIASSEC"):
+        if key in parsed and (parsed[key][0].stop > ny or parsed[key][1].stop > nx):
+            raise FrameError(
+                path,
+                hdu,
+                f"wrong shape {tuple(shape)}: {name[key]} {texts[key]} lies outside the array "
+                f"({source[key]})",
+            )
+    data_y, data_x = parsed["DATASEC"]
+    if (data_y.stop - data_y.start, data_x.stop - data_x.start) != (layout.amp_ny, layout.amp_nx):
+        raise FrameError(
+            path,
+            hdu,
+            f"{data_key} {texts['DATASEC']} does not match "
+            f"instrument.amp_shape {[layout.amp_ny, layout.amp_nx]}",
+        )
+    det_y, det_x = parsed["DETSEC"]
+    det_ny, det_nx = layout.detector_shape
+    if (det_y.stop - det_y.start, det_x.stop - det_x.start) != (layout.amp_ny, layout.amp_nx) or (
+        det_y.stop > det_ny or det_x.stop > det_nx
+    ):
+        raise FrameError(
+            path, hdu, f"DETSEC {texts['DETSEC']} does not fit the {det_ny}x{det_nx} detector"
+        )
+    bias = parsed.get("BIASSEC")
+    if bias is not None:
+        where = ", ".join(f"{name[k]} from the {source[k]}" for k in ("DATASEC", "BIASSEC"))
+        if _overlap(bias, parsed["DATASEC"]):
+            raise FrameError(
+                path,
+                hdu,
+                f"BIASSEC {texts['BIASSEC']} overlaps {data_key} {texts['DATASEC']} ({where}; "
+                "the default sections put the overscan on the side the instrument profile's "
+                "sections.overscan_side names)",
+            )
+        if bias[0].start <= data_y.start and bias[0].stop >= data_y.stop:
+            bias = (data_y, bias[1])  # the overscan of each data row
+        elif bias[0].stop - bias[0].start != data_y.stop - data_y.start:
+            raise FrameError(
+                path,
+                hdu,
+                f"BIASSEC {texts['BIASSEC']} rows do not cover {data_key} {texts['DATASEC']} "
+                "rows",
+            )
+    return header, AmpSections(parsed["DATASEC"], bias, parsed["DETSEC"], data_key, source)
+
+
+def _with_primary_wcs(header: fits.Header, primary: fits.Header | None) -> fits.Header:
+    """The amp header with a celestial WCS found only in the primary header copied in, so
+    everything downstream (detector WCS, exposure cache) reads one self-contained header."""
+    if "CTYPE1" in header or primary is None or "CTYPE1" not in primary:
+        return header
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        cards = WCS(primary, naxis=2).to_header()
+    header = header.copy()
+    for card in cards.cards:
+        header[card.keyword] = card.value
     return header
 
 
@@ -158,7 +283,8 @@ def amp_to_electrons(
 ) -> AmpElectrons:
     """Overscan-subtract, trim and gain-correct one amplifier.
 
-    Header keywords and missing sections are taken as ``layout.profile`` says.
+    Header keywords and missing sections are taken as ``layout.profile`` says
+    (:func:`resolve_sections`).
 
     Raises
     ------
@@ -175,36 +301,10 @@ def amp_to_electrons(
             f"wrong BITPIX {bitpix} in {amp.name}: instrument profile "
             f"{layout.profile.name!r} expects {list(layout.profile.bitpix)} (pixels.bitpix)",
         )
-    if amp.data_adu.shape != layout.raw_amp_shape:
-        raise FrameError(
-            path,
-            amp.name,
-            f"wrong shape {amp.data_adu.shape}, expected "
-            f"{layout.raw_amp_shape} (instrument.amp_shape + overscan_cols)",
-        )
-    header = _with_profile_sections(amp, path, layout)
-    secname = "TRIMSEC" if "TRIMSEC" in header else "DATASEC"
-    data_y, data_x = parse_section(header[secname], path, amp.name)
-    det_y, det_x = parse_section(header["DETSEC"], path, amp.name)
-    ny, nx = amp.data_adu.shape
-    if data_y.stop > ny or data_x.stop > nx:
-        raise FrameError(path, amp.name, f"{secname} {header[secname]} outside the array {ny}x{nx}")
-    if (data_y.stop - data_y.start, data_x.stop - data_x.start) != (layout.amp_ny, layout.amp_nx):
-        raise FrameError(
-            path,
-            amp.name,
-            f"{secname} {header[secname]} does not match "
-            f"instrument.amp_shape {[layout.amp_ny, layout.amp_nx]}",
-        )
-    det_ny, det_nx = layout.detector_shape
-    if (det_y.stop - det_y.start, det_x.stop - det_x.start) != (layout.amp_ny, layout.amp_nx) or (
-        det_y.stop > det_ny or det_x.stop > det_nx
-    ):
-        raise FrameError(
-            path,
-            amp.name,
-            f"DETSEC {header['DETSEC']} does not fit the {det_ny}x{det_nx} detector",
-        )
+    header, sections = resolve_sections(
+        amp.header, amp.data_adu.shape, amp.index, path, amp.name, layout
+    )
+    header = _with_primary_wcs(header, amp.primary)
     profile = layout.profile
     values = profile.values
     gain = _header_float(amp, path, profile.key("gain"), values["gain"], "gain")
@@ -217,15 +317,9 @@ def amp_to_electrons(
         profile.key("saturate"),
         np.inf if values["saturate"] is None else values["saturate"],
     )
-    data = amp.data_adu[data_y, data_x]
-    if "BIASSEC" in header and layout.overscan_cols > 0:
-        over_y, over_x = parse_section(header["BIASSEC"], path, amp.name)
-        overscan = amp.data_adu[over_y, over_x]
-        if overscan.shape[0] != data.shape[0]:
-            raise FrameError(
-                path, amp.name, f"BIASSEC {header['BIASSEC']} rows differ from {secname} rows"
-            )
-        level = overscan_level(overscan, overscan_method)
+    data = amp.data_adu[sections.data]
+    if sections.bias is not None:
+        level = overscan_level(amp.data_adu[sections.bias], overscan_method)
     else:
         level = np.zeros(data.shape[0])
     image_e = np.subtract(data, level[:, None], dtype=np.float32)
@@ -233,7 +327,15 @@ def amp_to_electrons(
     saturated = data >= saturate_adu
     saturate_e = float((saturate_adu - float(np.median(level))) * gain)
     return AmpElectrons(
-        amp.name, (det_y, det_x), image_e, read_noise, gain, saturated, saturate_e, header
+        amp.name,
+        sections.detsec,
+        image_e,
+        read_noise,
+        gain,
+        saturated,
+        saturate_e,
+        header,
+        sections.bias is not None,
     )
 
 
@@ -263,7 +365,13 @@ def assemble(amps: list[AmpElectrons], path: str, layout: Layout) -> DetectorEle
         image[amp.detsec] = amp.image_e
         saturated[amp.detsec] = amp.saturated
     read_noise = [(amp.detsec, amp.read_noise_e) for amp in amps]
-    return DetectorElectrons(image, read_noise, saturated, min(a.saturate_e for a in amps))
+    return DetectorElectrons(
+        image,
+        read_noise,
+        saturated,
+        min(a.saturate_e for a in amps),
+        all(a.overscan_subtracted for a in amps),
+    )
 
 
 def detector_wcs(path: str, amp_name: str, header: fits.Header) -> WCS:
