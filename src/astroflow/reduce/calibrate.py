@@ -26,7 +26,7 @@ from astroflow.io.profile import profile_from_config
 from astroflow.reduce.assemble import AmpElectrons, Layout, amp_to_electrons, assemble, detector_wcs
 from astroflow.reduce.cosmics import CosmicRayParams, clean_cosmic_rays, find_cosmic_rays
 from astroflow.reduce.islands import find_islands
-from astroflow.reduce.masters import Masters
+from astroflow.reduce.masters import Masters, allowed_missing
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,9 @@ def _primary_keys(path: str, cfg: dict, masters: Masters) -> tuple[str, float, s
     """Check the science primary header: (band, exptime_s, expnum, mjd).
 
     Keywords are those of the instrument profile (``FILTER``, ``EXPTIME``, ``DATE-OBS`` for the
-    demo camera). A band without a master flat is quarantined, unless
-    ``reduce.allow_uncorrected`` lets it through without flat-field correction.
+    demo camera). An exposure whose band has no master flat (or that lacks a master bias or
+    dark) is quarantined, unless ``reduce.allow_uncorrected`` lets it through without that
+    correction (:func:`_check_masters`).
     """
     from astroflow.io.fits_read import read_primary_header
 
@@ -129,16 +130,39 @@ def _primary_keys(path: str, cfg: dict, masters: Masters) -> tuple[str, float, s
             f"{keys['filter']} {band!r} is not one of instrument.bands "
             f"{cfg['instrument']['bands']}",
         )
-    if band not in masters.flats and not cfg["reduce"].get("allow_uncorrected", False):
-        raise FrameError(
-            path,
-            "PRIMARY",
-            f"no calibration for band {band!r} (no master flat; set "
-            "reduce.allow_uncorrected: true to reduce it without flat-field correction)",
-        )
+    _check_masters(path, band, cfg, masters)
     expnum = profile.get(header, "expnum")
     expnum = str(expnum).strip() if expnum is not None else ""
     return band, exptime, expnum or path.rsplit("/", 1)[-1].split(".")[0], mjd
+
+
+def _check_masters(path: str, band: str, cfg: dict, masters: Masters) -> None:
+    """Raise the quarantine reason when a master the exposure needs is missing and
+    ``reduce.allow_uncorrected`` does not allow it.
+
+    A missing bias or dark not allowed stops ``reduce calib`` already; it reaches this only
+    with masters made under another setting.
+    """
+    allowed = allowed_missing(cfg["reduce"])
+    missing = [kind for kind in masters.missing(band) if kind not in allowed]
+    if not missing:
+        return
+    if "flat" in missing:
+        why = "refused by its quality checks (masters.json); " if (
+            f"flat {band}" in masters.refused
+        ) else ""
+        raise FrameError(
+            path,
+            "PRIMARY",
+            f"no calibration for band {band!r} (no master flat; {why}set "
+            "reduce.allow_uncorrected: true to reduce it without flat-field correction)",
+        )
+    raise FrameError(
+        path,
+        "PRIMARY",
+        f"no master {' and no master '.join(missing)} (masters.json); set "
+        "reduce.allow_uncorrected: true to reduce without it, or rerun `astroflow reduce calib`",
+    )
 
 
 def finish_exposure(
@@ -181,8 +205,9 @@ def _calibrate(path: str, amps: list[AmpElectrons], cfg: dict, masters: Masters)
             None,
             f"fully saturated ({100 * detector.saturated.mean():.1f} % of pixels at SATURATE)",
         )
-    if band not in masters.flats:  # reduce.allow_uncorrected: said once per exposure
-        log.warning("%s: band %s has no master flat: not flat-field corrected", path, band)
+    missing = masters.missing(band)
+    if missing:  # reduce.allow_uncorrected; each field job says it once (field.py)
+        log.debug("%s: band %s: no master %s: not applied", path, band, ", ".join(missing))
     image_e, variance_e = _remove_signature(detector, masters, band, exptime)
     _, static_bad = masters.flat_and_bad(band)
 
@@ -252,17 +277,21 @@ def _remove_signature(
     """(image, variance) in electrons: minus bias and dark x EXPTIME, over the flat.
 
     Variance = (signal + dark + read noise^2) / flat^2, with signal + dark = raw - bias.
-    Works in place on the assembled image, a strip of rows at a time.
+    Works in place on the assembled image, a strip of rows at a time. A master that is
+    missing (``reduce.allow_uncorrected``) is not applied; without a master bias and without
+    an overscan the bias level stays in the image (the background fit removes it) and in the
+    variance's signal term (over-estimating it by the bias level in e-).
     """
-    flat, _ = masters.flat_and_bad(band)
+    flat = masters.flat_and_bad(band)[0] if band in masters.flats else None
     image_e = detector.image_e
     variance_e = np.empty_like(image_e)
-    dark = masters.dark_e_per_s
+    bias, dark = masters.bias_e, masters.dark_e_per_s
     t = np.float32(exptime)
     for start in range(0, image_e.shape[0], STRIP_ROWS):
         rows = slice(start, start + STRIP_ROWS)
         image, variance = image_e[rows], variance_e[rows]
-        image -= masters.bias_e[rows]
+        if bias is not None:
+            image -= bias[rows]
         np.maximum(image, 0.0, out=variance)
         for (amp_rows, amp_cols), read_noise in detector.read_noise_e:
             if amp_rows.start < rows.stop and start < amp_rows.stop:
@@ -270,9 +299,10 @@ def _remove_signature(
                 variance[inside, amp_cols] += np.float32(read_noise**2)
         if dark is not None:
             image -= dark[rows] * t
-        image /= flat[rows]
-        variance /= flat[rows]
-        variance /= flat[rows]
+        if flat is not None:
+            image /= flat[rows]
+            variance /= flat[rows]
+            variance /= flat[rows]
     return image_e, variance_e
 
 

@@ -49,7 +49,7 @@ from astroflow.reduce.exposure_work import (
     exposure_products,
 )
 from astroflow.reduce.labels import labels_columns, match_catalog, read_labels
-from astroflow.reduce.masters import cached_masters
+from astroflow.reduce.masters import allowed_missing, cached_masters
 from astroflow.reduce.products import Product, ProductCache
 from astroflow.reduce.store import field_digest, write_field_store, write_parquet, write_text
 
@@ -606,6 +606,10 @@ def reduce_field(
         masters = cached_masters(calib_dir, layout)
         sha256 = {p: h for p, h in zip(paths, hashing, strict=True) if h is not None}
         labels_sha256 = labels_hashing.result()
+    uncorrected = masters.uncorrected(cfg["instrument"]["bands"], allowed_missing(cfg["reduce"]))
+    if uncorrected:
+        log.warning("field %s: %s: those corrections are not applied (reduce.allow_uncorrected)",
+                    field, uncorrected)  # fmt: skip
     if cache_dir is None:
         cache_dir = str(Path(out_store).resolve().parent.parent / "exposures")
     cache = products = None

@@ -5,6 +5,13 @@ headers; image-type values or file-name patterns in general). Each frame is
 overscan-subtracted, trimmed, gain-corrected and assembled in its own Dask task; the stack is
 combined pixel-chunk by pixel-chunk with a sigma-clipped mean (:mod:`astroflow.reduce.arrays`).
 Unusable calibration frames are quarantined (or fail the run with ``reduce.strict``).
+
+Each master is checked before it is written (:class:`MasterChecks`, ``reduce.master_checks``):
+saturated fraction, level, pixel noise and structure. A master that fails is refused: its
+frames are quarantined with a reason naming them all, and the reduction goes on as if the
+archive had no such frames. What may be missing is ``reduce.allow_uncorrected``
+(:func:`allowed_missing`); anything else missing stops the job with one line naming it and
+the key to set.
 """
 
 from __future__ import annotations
@@ -13,8 +20,9 @@ import functools
 import json
 import logging
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import dask
@@ -26,7 +34,7 @@ from astroflow.config import config_hash
 from astroflow.io.fits_read import FrameError, read_frame, read_primary_header, sha256_file
 from astroflow.io.profile import InstrumentProfile, load_profile
 from astroflow.reduce.arrays import sigma_clipped_mean_dask
-from astroflow.reduce.assemble import Layout, amp_to_electrons, assemble
+from astroflow.reduce.assemble import DetectorElectrons, Layout, amp_to_electrons, assemble
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,102 @@ HOT_PIXEL_SIGMA = 8.0
 #: Flat values outside this range mark dead or unusable pixels (flagged bad, not divided).
 FLAT_USABLE = (0.5, 2.0)
 
+#: The corrections master frames make, in the order they are applied.
+CORRECTIONS = ("bias", "dark", "flat")
+#: What a science exposure goes without when a master is missing.
+_WITHOUT = {"bias": "bias subtraction", "dark": "dark correction", "flat": "flat-field correction"}
+
+
+def allowed_missing(reduce_cfg: Mapping) -> frozenset[str]:
+    """The masters a reduction may go without, from ``reduce.allow_uncorrected``.
+
+    ``true``: any of bias, dark and flat; ``false`` (the default): the dark only (many CCD
+    archives have no darks, and dark correction is then skipped, as it always was); a list
+    names exactly those that may be missing (``[]``: all three are required).
+    """
+    value = reduce_cfg.get("allow_uncorrected", False)
+    if value is True:
+        return frozenset(CORRECTIONS)
+    if value is False or value is None:
+        return frozenset({"dark"})
+    return frozenset(value)
+
+
+def missing_error(
+    kinds: list[str], n_frames: int, profile_name: str, refused: Mapping[str, str] | None = None
+) -> ValueError:
+    """The one-line error of a calibration that is missing and not allowed to be.
+
+    Names what is missing, why (no frames, or the master was refused by its checks) and the
+    key to set: ``no usable bias frame among 0 calibration frames (instrument profile
+    'afcam'; see `astroflow inspect`): set reduce.allow_uncorrected: true (or list bias in it)
+    to reduce without bias subtraction``.
+    """
+    notes = [f"master {k} refused: {refused[k]}" for k in kinds if refused and k in refused]
+    what = " or ".join(kinds)
+    return ValueError(
+        f"no usable {what} frame among {n_frames} calibration frames (instrument profile "
+        f"{profile_name!r}; see `astroflow inspect`" + "".join(f"; {n}" for n in notes) + "): "
+        f"set reduce.allow_uncorrected: true (or list {' and '.join(kinds)} in it) to reduce "
+        f"without {' and '.join(_WITHOUT[k] for k in kinds)}"
+    )
+
+
+def hot_pixel_mask(dark_e_per_s: np.ndarray) -> np.ndarray:
+    """Pixels whose dark rate is a ``HOT_PIXEL_SIGMA`` robust outlier above the median."""
+    # the robust statistics of a regular 1-in-16 pixel sample: the same to < 1 % of sigma,
+    # 16x cheaper than two medians over the detector for every field job
+    sample = dark_e_per_s.ravel()[::16]
+    median = np.median(sample)
+    sigma = 1.4826 * np.median(np.abs(sample - median))
+    if sigma == 0:
+        return np.zeros(dark_e_per_s.shape, bool)
+    return dark_e_per_s > median + HOT_PIXEL_SIGMA * sigma
+
+
+@dataclass(frozen=True)
+class MasterChecks:
+    """Limits a master must meet to be used (``reduce.master_checks``; see config.yaml).
+
+    Saturation: the fraction of the master's pixels saturated (at ``SATURATE``) in any of its
+    frames. Level: a bias's median after overscan subtraction (not checked without an
+    overscan, where the bias level is the master itself), a dark's median rate, a flat's
+    median signal. Noise: the pixel-to-pixel noise (:func:`pixel_noise`) at least
+    ``min_noise_ratio`` of the photon and read noise its frames must carry (less: clipped,
+    saturated or processed pixels), and a flat's at most ``max_flat_noise``. Structure: a
+    flat's unusable pixels (outside ``FLAT_USABLE``), a dark's hot pixels; a bias's structure
+    is what it corrects, so it is not limited.
+    """
+
+    max_saturated_fraction: float = 0.01
+    max_bias_level_e: float = 500.0
+    max_dark_e_per_s: float = 10.0
+    min_flat_level_e: float = 1000.0
+    max_flat_noise: float = 0.05
+    min_noise_ratio: float = 0.5
+    max_bad_fraction: float = 0.05
+
+    @classmethod
+    def from_config(cls, reduce_cfg: Mapping) -> MasterChecks:
+        given = reduce_cfg.get("master_checks") or {}
+        return cls(**{f.name: float(given[f.name]) for f in fields(cls) if f.name in given})
+
+
+def pixel_noise(image: np.ndarray) -> float:
+    """Robust pixel-to-pixel noise of an image: 1.4826 x the median absolute deviation of
+    the differences of neighbouring pixels along x, over sqrt(2).
+
+    Differences of neighbours cancel structure wider than a pixel (a bias pattern, a flat's
+    vignetting, amplifier offsets), and the median ignores hot pixels and cosmic rays. Rows
+    are sampled (about 512) for large detectors.
+    """
+    step = max(1, image.shape[0] // 512)
+    diff = np.diff(np.asarray(image[::step], dtype=np.float64), axis=1).ravel()
+    diff = diff[np.isfinite(diff)]
+    if diff.size == 0:
+        return float("nan")
+    return float(1.4826 * np.median(np.abs(diff - np.median(diff))) / np.sqrt(2.0))
+
 
 @dataclass
 class Masters:
@@ -59,14 +163,46 @@ class Masters:
     medians of the masters.
     """
 
-    bias_e: np.ndarray
+    #: None: no master bias (``reduce.allow_uncorrected``), likewise the dark; a band
+    #: missing from ``flats`` has no master flat.
+    bias_e: np.ndarray | None
     dark_e_per_s: np.ndarray | None
     flats: dict[str, np.ndarray]
     #: sha256 of every master file and of the frames they were made from.
     inputs: dict[str, str] = field(default_factory=dict)
     #: The master files read, with the sha256 ``masters.json`` recorded for each.
     files: dict[str, str] = field(default_factory=dict)
+    #: Detector shape (needed when there is no master at all).
+    shape: tuple[int, int] | None = None
+    #: Masters refused by their checks (``"bias"``, ``"dark"``, ``"flat g"``) -> reason.
+    refused: dict[str, str] = field(default_factory=dict)
     _prepared: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def detector_shape(self) -> tuple[int, int]:
+        """Shape of the assembled detector the masters are on."""
+        for plane in (self.bias_e, self.dark_e_per_s, *self.flats.values()):
+            if plane is not None:
+                return plane.shape
+        if self.shape is None:
+            raise ValueError("Masters without any master frame need their shape")
+        return tuple(self.shape)
+
+    def missing(self, band: str) -> list[str]:
+        """The corrections (``bias``, ``dark``, ``flat``) an exposure of ``band`` goes without."""
+        have = {"bias": self.bias_e is not None, "dark": self.dark_e_per_s is not None}
+        have["flat"] = band in self.flats
+        return [kind for kind in CORRECTIONS if not have[kind]]
+
+    def uncorrected(self, bands: list[str], allowed: frozenset[str]) -> str | None:
+        """What exposures of ``bands`` go without, among the ``allowed`` missing masters, in
+        words for the log (None: nothing): ``no master bias, no master flat for band(s) g``."""
+        parts = [f"no master {kind}" for kind in ("bias", "dark") if kind in self.missing("")]
+        parts = [p for p in parts if p.rsplit(" ", 1)[1] in allowed]
+        no_flat = [band for band in bands if band not in self.flats]
+        if no_flat and "flat" in allowed:
+            parts.append(f"no master flat for band(s) {', '.join(no_flat)}")
+        return ", ".join(parts) or None
 
     def prepare(self) -> None:
         """Make every band's :meth:`flat_and_bad` now, side by side (numpy releases the GIL):
@@ -99,17 +235,7 @@ class Masters:
         if self.dark_e_per_s is None:
             return None
         if "hot" not in self._prepared:
-            dark = self.dark_e_per_s
-            # the robust statistics of a regular 1-in-16 pixel sample: the same to < 1 % of
-            # sigma, 16x cheaper than two medians over the detector for every field job
-            sample = dark.ravel()[::16]
-            median = np.median(sample)
-            sigma = 1.4826 * np.median(np.abs(sample - median))
-            self._prepared["hot"] = (
-                np.zeros(dark.shape, bool)
-                if sigma == 0
-                else dark > median + HOT_PIXEL_SIGMA * sigma
-            )
+            self._prepared["hot"] = hot_pixel_mask(self.dark_e_per_s)
         return self._prepared["hot"]
 
     def flat_and_bad(self, band: str) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +248,7 @@ class Masters:
         if key not in self._prepared:
             flat = self.flats.get(band)
             if flat is None:
-                flat = np.ones_like(self.bias_e)
+                flat = np.ones(self.detector_shape, np.float32)
             low, high = FLAT_USABLE
             usable = (flat >= low) & (flat <= high)  # NaN compares False: unusable
             safe = np.where(usable, flat, np.float32(1.0)).astype(np.float32, copy=False)
@@ -134,11 +260,12 @@ class Masters:
         return self._prepared[key]
 
 
-def frame_electrons(path: str, layout: Layout, overscan_method: str) -> np.ndarray:
-    """A whole frame in electrons on the detector grid (overscan removed, bias not)."""
+def frame_electrons(path: str, layout: Layout, overscan_method: str) -> DetectorElectrons:
+    """A whole frame in electrons on the detector grid (overscan removed, bias not), with its
+    saturated pixels and read noise."""
     frame = read_frame(path, primary_pixels=layout.profile.primary_pixels)
     amps = [amp_to_electrons(a, path, layout, overscan_method) for a in frame.amps]
-    return assemble(amps, path, layout).image_e
+    return assemble(amps, path, layout)
 
 
 def classify(
@@ -181,26 +308,51 @@ def classify(
     return frames, problems
 
 
+@dataclass
+class Stack:
+    """The usable frames of one master, read: images in electrons and what the checks need."""
+
+    frames: list[CalibFrame]
+    images: list[np.ndarray]
+    #: Pixels saturated in any frame (None: no frame).
+    saturated: np.ndarray | None
+    #: Each frame's mean read-noise variance over its amplifiers [e-^2].
+    read_noise_var: list[float]
+    #: Whether every frame had an overscan subtracted from every amplifier.
+    overscan: bool
+
+    def names(self) -> str:
+        return ", ".join(f.path for f in self.frames)
+
+
 def _electrons_many(
     frames: list[CalibFrame], layout: Layout, method: str, problems: list[FrameError]
-) -> tuple[list[CalibFrame], list[np.ndarray]]:
+) -> Stack:
     """Read frames in parallel Dask tasks; failures are appended to ``problems``."""
 
-    def one(path: str) -> np.ndarray | FrameError:
+    def one(path: str) -> DetectorElectrons | FrameError:
         try:
             return frame_electrons(path, layout, method)
         except FrameError as exc:
             return exc
 
     results = dask.compute(*[dask.delayed(one)(f.path) for f in frames])
-    good_frames, images = [], []
+    stack = Stack([], [], None, [], True)
     for frame, result in zip(frames, results, strict=True):
         if isinstance(result, FrameError):
             problems.append(result)
+            continue
+        stack.frames.append(frame)
+        stack.images.append(result.image_e)
+        if stack.saturated is None:
+            stack.saturated = result.saturated.copy()
         else:
-            good_frames.append(frame)
-            images.append(result)
-    return good_frames, images
+            stack.saturated |= result.saturated
+        areas = [(y.stop - y.start) * (x.stop - x.start) for (y, x), _ in result.read_noise_e]
+        variances = [rn**2 for _, rn in result.read_noise_e]
+        stack.read_noise_var.append(float(np.average(variances, weights=areas)))
+        stack.overscan &= result.overscan_subtracted
+    return stack
 
 
 def _combine(images: list[np.ndarray]) -> np.ndarray:
@@ -220,83 +372,232 @@ def _write_fits(path: Path, data: np.ndarray, cards: dict) -> None:
     os.replace(tmp, path)
 
 
+def _judge(
+    kind: str,
+    master: np.ndarray,
+    stack: Stack,
+    checks: MasterChecks,
+    exptimes: list[float] | None = None,
+    levels: list[float] | None = None,
+) -> tuple[dict, list[str]]:
+    """Quality figures of a master and the checks it fails (empty: usable).
+
+    ``kind`` is bias (``master`` in e-), dark (e-/s; ``exptimes`` of its frames) or flat
+    (normalised; ``levels``: each frame's median signal in e-). The expected noise is the
+    photon and read noise of the frames, combined by the mean.
+    """
+    n = len(stack.frames)
+    key = "reduce.master_checks"
+    rn_var = np.asarray(stack.read_noise_var)
+    level = float(np.median(master))
+    saturated = float(stack.saturated.mean()) if stack.saturated is not None else 0.0
+    noise = pixel_noise(master)
+    quality: dict = {"n_frames": n, "saturated_fraction": saturated}
+    failed = []
+    if saturated > checks.max_saturated_fraction:
+        failed.append(
+            f"{100 * saturated:.1f} % of its pixels saturated in its frames "
+            f"(> {key}.max_saturated_fraction {checks.max_saturated_fraction})"
+        )
+    if kind == "bias":
+        expected = float(np.sqrt(rn_var.sum())) / n
+        unit = "e-"
+        quality["level_e"] = level
+        if stack.overscan and abs(level) > checks.max_bias_level_e:
+            failed.append(
+                f"level {level:.1f} e- after overscan subtraction "
+                f"(beyond +-{key}.max_bias_level_e {checks.max_bias_level_e})"
+            )
+    elif kind == "dark":
+        t = np.asarray(exptimes, dtype=float)
+        expected = float(np.sqrt(np.sum((max(level, 0.0) * t + rn_var) / t**2))) / n
+        unit = "e-/s"
+        bad = float(hot_pixel_mask(master).mean())
+        quality.update(level_e_per_s=level, hot_fraction=bad)
+        if level > checks.max_dark_e_per_s:
+            failed.append(
+                f"dark current {level:.3g} e-/s per pixel "
+                f"(> {key}.max_dark_e_per_s {checks.max_dark_e_per_s})"
+            )
+        if bad > checks.max_bad_fraction:
+            failed.append(
+                f"{100 * bad:.2f} % hot pixels (> {key}.max_bad_fraction {checks.max_bad_fraction})"
+            )
+    else:
+        signal = np.asarray(levels, dtype=float)
+        expected = float(np.sqrt(np.sum((signal + rn_var) / signal**2))) / n
+        unit = "(relative)"
+        low, high = FLAT_USABLE
+        bad = float(np.mean(~((master >= low) & (master <= high))))
+        flat_level = float(np.median(signal))
+        quality.update(level_e=flat_level, unusable_fraction=bad)
+        if flat_level < checks.min_flat_level_e:
+            failed.append(
+                f"level {flat_level:.0f} e- (< {key}.min_flat_level_e {checks.min_flat_level_e})"
+            )
+        if noise > checks.max_flat_noise:
+            failed.append(
+                f"pixel noise {noise:.3g} (> {key}.max_flat_noise {checks.max_flat_noise})"
+            )
+        if bad > checks.max_bad_fraction:
+            failed.append(
+                f"{100 * bad:.1f} % of its pixels outside {low}-{high} "
+                f"(> {key}.max_bad_fraction {checks.max_bad_fraction})"
+            )
+    quality.update(noise=noise, expected_noise=expected)
+    if expected > 0 and not noise >= checks.min_noise_ratio * expected:
+        failed.append(
+            f"pixel noise {noise:.3g} {unit}, {noise / expected:.2f} x the photon and read "
+            f"noise of its frames ({expected:.3g}; < {key}.min_noise_ratio "
+            f"{checks.min_noise_ratio}): clipped, saturated or processed pixels"
+        )
+    return quality, failed
+
+
 def build_masters(paths: list[str], cfg: dict, out_dir: str | Path) -> dict:
     """Make master bias/dark/flats from calibration frames and write them to ``out_dir``.
+
+    Each master is checked (:class:`MasterChecks`); one that fails is refused, its frames
+    quarantined with the reason. What is then missing follows ``reduce.allow_uncorrected``
+    (:func:`allowed_missing`): allowed, the reduction goes without it (said in the log);
+    otherwise a missing bias or dark stops here, and a band without a flat has its exposures
+    quarantined by the field jobs.
 
     Parameters
     ----------
     paths : list of str
-        Calibration frames of any type, in any order.
+        Calibration frames of any type, in any order; may be empty (an archive of infrared
+        or pre-reduced frames).
     cfg : dict
-        Resolved config (``instrument`` layout, ``reduce.strict``, ``reduce.overscan_method``).
+        Resolved config (``instrument`` layout, ``reduce.strict``, ``reduce.overscan_method``,
+        ``reduce.allow_uncorrected``, ``reduce.master_checks``).
     out_dir : str or Path
-        Gets ``master_bias.fits``, ``master_dark.fits`` (when darks are given),
+        Gets ``master_bias.fits`` and ``master_dark.fits`` (when made),
         ``master_flat_<band>.fits`` and ``masters.json``.
 
     Returns
     -------
     dict
-        The ``masters.json`` content: per master its file, sha256 and input sha256s.
+        The ``masters.json`` content: per master its file, sha256, input sha256s and quality
+        figures (null: no such master); the masters refused, with their reasons and frames;
+        the quarantined frames.
 
     Raises
     ------
     FrameError
-        With ``reduce.strict``, on the first unusable frame.
+        With ``reduce.strict``, on the first unusable frame or refused master.
     ValueError
-        When no usable bias frame is given.
+        When a bias (or, if ``reduce.allow_uncorrected`` does not allow it, a dark) is missing
+        and not allowed to be: one line naming what and the key to set (:func:`missing_error`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     layout = Layout.from_config(cfg)
     method = cfg["reduce"]["overscan_method"]
+    allowed = allowed_missing(cfg["reduce"])
+    checks = MasterChecks.from_config(cfg["reduce"])
     frames, problems = classify(paths, layout.profile)
     _check_strict(cfg, problems)
-    if layout.overscan_cols == 0:
-        log.info("no overscan (instrument.overscan_cols = 0): bias level from bias frames only")
+    record: dict = {"bias": None, "dark": None, "flat": {}, "refused": []}
+    refused: dict[str, str] = {}
 
-    biases = [f for f in frames if f.imagetyp == "bias"]
-    biases, bias_images = _electrons_many(biases, layout, method, problems)
-    _check_strict(cfg, problems)
-    if not biases:
+    def stop(kinds: list[str]) -> ValueError:
         for problem in problems:
             log.warning("quarantined %s", problem)
-        raise ValueError(
-            f"no usable bias frame among {len(paths)} calibration frames "
-            f"(instrument profile {layout.profile.name!r}; see `astroflow inspect`)"
+        return missing_error(kinds, len(paths), layout.profile.name, refused)
+
+    def refuse(label: str, stack: Stack, quality: dict, failed: list[str]) -> None:
+        reason = f"master {label} refused: {'; '.join(failed)}; frames: {stack.names()}"
+        log.warning("%s", reason)
+        refused[label] = "; ".join(failed)
+        record["refused"].append(
+            {"master": label, "reason": reason, "frames": [f.path for f in stack.frames],
+             "quality": quality}
+        )  # fmt: skip
+        problems.extend(FrameError(f.path, None, reason) for f in stack.frames)
+        _check_strict(cfg, problems)
+
+    by_type = {k: [f for f in frames if f.imagetyp == k] for k in ("bias", "dark")}
+    absent = [k for k in ("bias", "dark") if not by_type[k] and k not in allowed]
+    if absent:  # before reading any pixels
+        raise stop(absent)
+
+    bias = None
+    if by_type["bias"]:
+        stack = _electrons_many(by_type["bias"], layout, method, problems)
+        _check_strict(cfg, problems)
+        if stack.frames:
+            if not stack.overscan:
+                log.info("no overscan (no BIASSEC in the headers, instrument.overscan_cols 0): "
+                         "bias level from bias frames only")  # fmt: skip
+            master = _combine(stack.images)
+            quality, failed = _judge("bias", master, stack, checks)
+            if failed:
+                refuse("bias", stack, quality, failed)
+            else:
+                bias = master
+                record["bias"] = _save(
+                    out / "master_bias.fits",
+                    bias,
+                    stack.frames,
+                    {"IMAGETYP": "master bias", "BUNIT": "electron"},
+                    quality,
+                )
+                log.info("master bias from %d frames", len(stack.frames))
+        del stack
+    if bias is None:
+        if "bias" not in allowed:
+            raise stop(["bias"])
+        log.warning(
+            "no master bias: exposures are reduced without bias subtraction "
+            "(reduce.allow_uncorrected); an overscan, where there is one, still removes the "
+            "bias level"
         )
-    bias = _combine(bias_images)
-    del bias_images
-    record: dict = {"bias": None, "dark": None, "flat": {}}
-    record["bias"] = _save(
-        out / "master_bias.fits", bias, biases, {"IMAGETYP": "master bias", "BUNIT": "electron"}
-    )
-    log.info("master bias from %d frames", len(biases))
 
     dark = None
-    darks = [f for f in frames if f.imagetyp == "dark"]
-    darks, dark_images = _electrons_many(darks, layout, method, problems)
-    _check_strict(cfg, problems)
-    if darks:
-        rates = [(img - bias) / f.exptime_s for f, img in zip(darks, dark_images, strict=True)]
-        dark = _combine(rates)
-        record["dark"] = _save(
-            out / "master_dark.fits",
-            dark,
-            darks,
-            {"IMAGETYP": "master dark", "BUNIT": "electron/s"},
-        )
-        log.info("master dark from %d frames", len(darks))
-    else:
+    if by_type["dark"]:
+        stack = _electrons_many(by_type["dark"], layout, method, problems)
+        _check_strict(cfg, problems)
+        if stack.frames:
+            exptimes = [f.exptime_s for f in stack.frames]
+            rates = [
+                (img - bias if bias is not None else img) / t
+                for t, img in zip(exptimes, stack.images, strict=True)
+            ]
+            stack.images = []
+            master = _combine(rates)
+            del rates
+            quality, failed = _judge("dark", master, stack, checks, exptimes=exptimes)
+            if failed:
+                refuse("dark", stack, quality, failed)
+            else:
+                dark = master
+                record["dark"] = _save(
+                    out / "master_dark.fits",
+                    dark,
+                    stack.frames,
+                    {"IMAGETYP": "master dark", "BUNIT": "electron/s"},
+                    quality,
+                )
+                log.info("master dark from %d frames", len(stack.frames))
+        del stack
+    if dark is None:
+        if "dark" not in allowed:
+            raise stop(["dark"])
         log.warning("no usable dark frames: dark correction will be skipped")
 
     bands = sorted({f.band for f in frames if f.imagetyp == "flat"})
     for band in bands:
         flats = [f for f in frames if f.imagetyp == "flat" and f.band == band]
-        flats, flat_images = _electrons_many(flats, layout, method, problems)
+        stack = _electrons_many(flats, layout, method, problems)
         _check_strict(cfg, problems)
-        normalised = []
-        for frame, img in zip(flats, flat_images, strict=True):
-            signal = img - bias - (dark * frame.exptime_s if dark is not None else 0.0)
+        normalised, used, levels = [], [], []
+        for k, (frame, img) in enumerate(zip(stack.frames, stack.images, strict=True)):
+            signal = img
+            if bias is not None:
+                signal = signal - bias
+            if dark is not None:
+                signal = signal - dark * frame.exptime_s
             level = float(np.median(signal))
             if not level > 0:
                 problems.append(
@@ -306,18 +607,29 @@ def build_masters(paths: list[str], cfg: dict, out_dir: str | Path) -> dict:
                 )
                 continue
             normalised.append(signal / level)
+            used.append(k)
+            levels.append(level)
         _check_strict(cfg, problems)
         if not normalised:
             continue
+        stack.frames = [stack.frames[k] for k in used]
+        stack.read_noise_var = [stack.read_noise_var[k] for k in used]
+        stack.images = []
         flat = _combine(normalised)
+        del normalised
         flat = flat / np.median(flat)
+        quality, failed = _judge("flat", flat, stack, checks, levels=levels)
+        if failed:
+            refuse(f"flat {band}", stack, quality, failed)
+            continue
         record["flat"][band] = _save(
             out / f"master_flat_{band}.fits",
             flat,
-            flats,
+            stack.frames,
             {"IMAGETYP": "master flat", "FILTER": band, "BUNIT": ""},
+            quality,
         )
-        log.info("master flat %s from %d frames", band, len(normalised))
+        log.info("master flat %s from %d frames", band, len(stack.frames))
 
     for band in cfg["instrument"]["bands"]:
         if band not in record["flat"]:
@@ -325,7 +637,7 @@ def build_masters(paths: list[str], cfg: dict, out_dir: str | Path) -> dict:
                 "no usable flat for band %s: its exposures will be %s",
                 band,
                 "reduced without flat-field correction (reduce.allow_uncorrected)"
-                if cfg["reduce"].get("allow_uncorrected", False)
+                if "flat" in allowed
                 else "quarantined (set reduce.allow_uncorrected: true to keep them)",
             )
     record["quarantine"] = [p.to_entry() for p in problems]
@@ -339,13 +651,16 @@ def build_masters(paths: list[str], cfg: dict, out_dir: str | Path) -> dict:
     return record
 
 
-def _save(path: Path, data: np.ndarray, frames: list[CalibFrame], cards: dict) -> dict:
+def _save(
+    path: Path, data: np.ndarray, frames: list[CalibFrame], cards: dict, quality: dict
+) -> dict:
     cards = {**cards, "NCOMBINE": len(frames)}
     _write_fits(path, data, cards)
     return {
         "file": path.name,
         "sha256": sha256_file(path),
         "inputs": {f.path: sha256_file(f.path) for f in frames},
+        "quality": quality,
     }
 
 
@@ -357,10 +672,13 @@ def _check_strict(cfg: dict, problems: list[FrameError]) -> None:
 def load_masters(calib_dir: str | Path, layout: Layout) -> Masters:
     """Read the masters written by :func:`build_masters`, checking their shape.
 
+    A master that ``masters.json`` records as null (none made: ``reduce.allow_uncorrected``)
+    is None in the result; refused masters are listed in :attr:`Masters.refused`.
+
     Raises
     ------
     FileNotFoundError
-        When ``master_bias.fits`` or ``masters.json`` is missing.
+        When ``masters.json`` or a master file it names is missing.
     ValueError
         When a master does not have the detector shape of ``instrument``.
     """
@@ -382,23 +700,34 @@ def load_masters(calib_dir: str | Path, layout: Layout) -> Masters:
             )
         return data
 
-    names = {"bias": record["bias"]["file"]}
+    names = {}
+    if record.get("bias"):  # null: none made (reduce.allow_uncorrected)
+        names["bias"] = record["bias"]["file"]
     if record.get("dark"):
         names["dark"] = record["dark"]["file"]
     names.update({f"flat {b}": entry["file"] for b, entry in sorted(record["flat"].items())})
     # file reads and byte swaps release the GIL: read the masters side by side
     with ThreadPoolExecutor(max_workers=4) as pool:
         planes = dict(zip(names, pool.map(read, names.values()), strict=True))
-    bias, dark = planes["bias"], planes.get("dark")
+    bias, dark = planes.get("bias"), planes.get("dark")
     flats = {key.split(" ", 1)[1]: data for key, data in planes.items() if key.startswith("flat ")}
-    for entry in [record["bias"], record.get("dark"), *record["flat"].values()]:
+    for entry in [record.get("bias"), record.get("dark"), *record["flat"].values()]:
         if entry:
             inputs.update(entry["inputs"])
             path = str(root / entry["file"])
             # as recorded when written (older records: hashed now); Masters.verify checks it
             files[path] = entry.get("sha256") or sha256_file(path)
     inputs.update(files)
-    return Masters(bias, dark, flats, dict(sorted(inputs.items())), files)
+    refused = {entry["master"]: entry["reason"] for entry in record.get("refused", [])}
+    return Masters(
+        bias,
+        dark,
+        flats,
+        dict(sorted(inputs.items())),
+        files,
+        shape=layout.detector_shape,
+        refused=refused,
+    )
 
 
 def cached_masters(calib_dir: str | Path, layout: Layout) -> Masters:
