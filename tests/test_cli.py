@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from astroflow import cli
 
 
@@ -26,3 +28,18 @@ def test_console_script_installed():
         check=True,
     )
     assert "evaluate" in out.stdout
+
+
+def test_a_bad_input_is_one_line_and_the_traceback_needs_v(capsys, tmp_path):
+    argv = ["train", "--config-json", '{"train": {"max_epochs": -1}}', "--model", "kim_brunner",
+            "--index", str(tmp_path / "index.json"), "--out-dir", str(tmp_path / "out")]
+    assert cli.main(argv) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("astroflow train: error: ") and "train.max_epochs" in line
+    missing = ["train", "--config-json", "{}", "--model", "kim_brunner",
+               "--index", str(tmp_path / "index.json"), "--out-dir", str(tmp_path / "out")]
+    assert cli.main(missing) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert str(tmp_path / "index.json") in line
+    with pytest.raises(ValueError, match="train.max_epochs"):
+        cli.main([*argv, "-v"])

@@ -48,6 +48,10 @@ COMMANDS = {
     ),
 }
 
+#: Errors about the user's input (config values, files, headers): reported in one line.
+#: Anything else is a bug in astroflow and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError)
+
 USAGE = "usage: astroflow <command> [options]\n\ncommands:\n" + "\n".join(
     f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items()
 ) + "\n\nRun `astroflow <command> --help` for a command's options."
@@ -68,7 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"astroflow: unknown command {name!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except USER_ERRORS as exc:
+        # a problem with what the user gave (a file, a value): one line, no traceback
+        if {"-v", "--verbose"} & set(rest):
+            raise
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        message = " ".join(lines) or type(exc).__name__
+        print(f"astroflow {name}: error: {message} (add -v for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

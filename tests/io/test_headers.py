@@ -38,10 +38,13 @@ def test_files_written_by_others_read_as_astropy_reads_them(path):
     """Every astropy test file: never raises; where astropy reads it, same HDUs and values."""
     found = read_file_headers(path)
     expected = _astropy_headers(path)
+    if path.suffix == ".Z":  # astropy reads Unix compress; we name it
+        assert "Unix compress" in found.problem
+        return
     if expected is None:
         return  # astropy refuses it; not raising is the whole of our promise
     if found.problem is not None:
-        assert path.suffix == ".Z" or "truncated" in found.problem, (path, found.problem)
+        assert "truncated" in found.problem, (path, found.problem)
         return
     assert len(found.hdus) == len(expected)
     for ours, theirs in zip(found.hdus, expected, strict=True):

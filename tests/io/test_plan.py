@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from astropy.io import fits
 from synthetic_archive import INSTRUMENT, write_archive
 
 from astroflow import config as config_mod
@@ -165,3 +167,36 @@ def test_planning_2000_files_then_no_command_line_grows(tmp_path):
     assert any("astroflow evaluate" in c for c in commands)
     # the longest is a job's stage config (JSON) and its paths: fixed, whatever the survey
     assert max(len(c) for c in commands) < 16_000, max(commands, key=len)[:300]
+
+
+def test_real_filter_names_units_and_dates(tmp_path):
+    """band_map turns a camera's filter values into band names; an unmapped or broken value
+    is named, never used as a path; minutes and old-form dates are read."""
+    raw = tmp_path / "raw"
+    paths = {p.name: p for p in write_archive(raw, n_fields=1, epochs=1, n_calib=1)}
+
+    def edit(name, old, new):
+        blob = paths[name].read_bytes()
+        card = fits.Card(*new).image.encode()
+        start = blob.index(f"{old:<8}=".encode())
+        paths[name].write_bytes(blob[:start] + card + blob[start + 80:])
+
+    edit("F0000_g_000.fits", "FILTER", ("FILTER", "g'_SDSS 480_145"))
+    edit("F0000_r_000.fits", "FILTER", ("FILTER", "  =   1 / Stroem_u_711"))
+    edit("F0000_i_000.fits", "DATE-OBS", ("DATE-OBS", "01/03/98"))
+    edit("flat_i_000.fits", "FILTER", ("FILTER", "NB_2.25"))
+    profile_yaml = tmp_path / "cam.yaml"
+    profile_yaml.write_text(yaml.safe_dump({
+        "name": "cam", "band_map": {"g*SDSS*": "g", "NB_2.25": "i"}, "exptime_unit": "min"}))
+    profile = load_profile(str(profile_yaml))
+    rows = {Path(r.path).name: r for r in scan_archive(raw, profile)}
+    assert rows["F0000_g_000.fits"].band == "g" and rows["flat_i_000.fits"].band == "i"
+    assert rows["F0000_g_000.fits"].exptime == 3600.0  # 60 min
+    assert rows["F0000_i_000.fits"].problem is None  # 1 March 1998
+    plan = plan_mod.plan_archive(rows.values(), _cfg(raw)["instrument"])
+    (entry,) = plan.unusable
+    assert entry["path"].endswith("F0000_r_000.fits")
+    assert "'=   1 / Stroem_u_711' is not one of instrument.bands" in entry["reason"]
+    edit("F0000_i_000.fits", "DATE-OBS", ("DATE-OBS", "yesterday"))
+    row = {Path(r.path).name: r for r in scan_archive(raw, profile)}["F0000_i_000.fits"]
+    assert "DATE-OBS 'yesterday' is not a date" in row.problem

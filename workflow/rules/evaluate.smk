@@ -10,8 +10,10 @@ rule evaluate:
         split="results/train/{model}/split.parquet",
         run="results/train/{model}/run.json",
         truth=[TRUTH] if TRUTH else [],
-        # raw detection frames and masters for the SExtractor CLASS_STAR/SPREAD_MODEL baselines
-        exposures=[path for field in FIELDS for path in SCIENCE[field]],
+        # the list of raw detection frames (and the masters) for the SExtractor CLASS_STAR and
+        # SPREAD_MODEL baselines; the frames themselves are not inputs: an edited frame reruns
+        # its field's reduction, whose store is, and listing 10^5 paths here would cost every
+        # job's parse of the workflow seconds
         science=f"{PLAN_DIR}/science.txt",
         calib="results/reduce/calib/masters.json",
         # the morphology regressor, scored into metrics.json's "morphology" key

@@ -63,7 +63,7 @@ class FrameInfo:
     how : str
         How the frame type was decided (``IMAGETYP='zero'``, ``file name``).
     exptime : float or None
-        Exposure time as the header gives it.
+        Exposure time [s] (``exptime_unit`` of the profile applied).
     date : str or None
         Observation date as the header gives it.
     shapes : str
@@ -145,6 +145,16 @@ def facts(found: FileHeaders, profile: InstrumentProfile, size: int = -1,
     needed = {"object": ("object", "filter", "exptime", "date"), "flat": ("filter", "exptime"),
               "dark": ("exptime",)}.get(frame_type, ())
     problems += [p for p in (_needed(profile, primary, q) for q in needed) if p]
+    exptime = profile.get(primary, "exptime")
+    if exptime is not None and not (
+        isinstance(exptime, float) and exptime > 0 and exptime == exptime
+    ):
+        problems.append(f"{profile.key('exptime')} {exptime!r} is not a positive number")
+    if frame_type == "object" and profile.get(primary, "date") is not None:
+        try:
+            profile.mjd(primary)
+        except ValueError as exc:
+            problems.append(str(exc))
     if field and not SAFE_NAME.match(field):
         problems.append(f"{profile.key('object')} {field!r} is not a usable field name "
                         "(letters, digits and _ . + - only)")
@@ -156,7 +166,6 @@ def facts(found: FileHeaders, profile: InstrumentProfile, size: int = -1,
             for key in ("DATASEC", "DETSEC"):
                 if key not in header and not (key == "DATASEC" and "TRIMSEC" in header):
                     problems.append(f"[{name}] missing header keyword {key}")
-    exptime = profile.get(primary, "exptime")
     expnum = profile.get(primary, "expnum")
     return FrameInfo(
         path,
@@ -166,8 +175,7 @@ def facts(found: FileHeaders, profile: InstrumentProfile, size: int = -1,
         expnum if isinstance(expnum, int) and not isinstance(expnum, bool) else None,
         "; ".join(problems) or None,
         kind.how,
-        float(exptime) if isinstance(exptime, int | float) and not isinstance(exptime, bool)
-        else None,
+        exptime if isinstance(exptime, float) else None,
         text("date"),
         ";".join(f"{n}={'x'.join(str(d) for d in s)}" for n, s, _ in images),
         _has_wcs(primary) or any(_has_wcs(h) for _, _, h in images),

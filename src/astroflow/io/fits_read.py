@@ -176,20 +176,6 @@ def _read_primary_header(path: Path, size: int, mtime_ns: int) -> fits.Header:
         return _clean_header(hdul[0].header)
 
 
-def read_headers(path: str | Path) -> list[tuple[str, fits.Header]]:
-    """``(name, header)`` of the primary HDU and every image extension, pixels not read.
-
-    For ``astroflow inspect``, which must judge a whole archive before any pixel is processed.
-    """
-    path = Path(path)
-    with _open(path) as hdul:
-        out = [("PRIMARY", _clean_header(hdul[0].header))]
-        for index, hdu in enumerate(hdul[1:], start=1):
-            if isinstance(hdu, fits.ImageHDU | fits.CompImageHDU):
-                out.append((str(hdu.name or f"HDU{index}"), _clean_header(hdu.header)))
-    return out
-
-
 def read_frame(
     path: str | Path, amp_index: int | None = None, primary_pixels: bool = False
 ) -> RawFrame:

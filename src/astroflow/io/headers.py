@@ -7,8 +7,9 @@ file, ``fits.getheader`` ~0.8 ms; reading the blocks up to ``END`` and splitting
 
 Real archives hold headers astropy refuses (malformed CONTINUE cards, unquoted strings, values
 with stray characters). Nothing here raises for a bad file or a bad card: a file that is not
-FITS (recognised by content, ``SIMPLE  =`` at byte 0, whatever its suffix), empty, gzip'ed
-and broken, or cut short comes back with ``problem`` set; a card whose value cannot be parsed
+FITS (recognised by content, ``SIMPLE  =`` at byte 0, whatever its suffix; gzip'ed files are
+read through gzip, other whole-file compressions are named), empty, or cut short comes back
+with ``problem`` set; a card whose value cannot be parsed
 counts as missing and is listed in :attr:`RawHeader.malformed`, so the caller can name it.
 Pixels are never read: data units are skipped by the size their header gives.
 """
@@ -28,6 +29,13 @@ MAX_HEADER_BLOCKS = 200
 #: Extensions read at most per file (a mosaic camera writes tens of amplifiers).
 MAX_EXTENSIONS = 512
 _GZIP_MAGIC = b"\x1f\x8b"
+#: Whole-file compressions that are named, not read (decompress them, or fpack the images).
+_OTHER_COMPRESSIONS = {
+    b"\x1f\x9d": "Unix compress (.Z)",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"PK\x03\x04": "zip",
+}
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([EeDd][+-]?\d+)?$")
 _INTEGER = re.compile(r"^[+-]?\d+$")
 _MISSING = object()
@@ -250,12 +258,17 @@ def read_file_headers(path: str | Path, primary_only: bool = False) -> FileHeade
     out = FileHeaders(str(path))
     try:
         with open(path, "rb") as raw:
-            magic = raw.read(2)
+            head = raw.read(8)
             raw.seek(0)
-            if not magic:
+            if not head:
                 out.problem = "empty file (0 bytes)"
                 return out
-            fh = gzip.GzipFile(fileobj=raw, mode="rb") if magic == _GZIP_MAGIC else raw
+            for prefix, name in _OTHER_COMPRESSIONS.items():
+                if head.startswith(prefix):
+                    out.problem = (f"compressed with {name}: decompress it (or tile-compress the"
+                                   " images with fpack) to use it")
+                    return out
+            fh = gzip.GzipFile(fileobj=raw, mode="rb") if head.startswith(_GZIP_MAGIC) else raw
             _read_hdus(fh, out, primary_only, seekable=fh is raw)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         out.problem = f"unreadable file: {exc}"

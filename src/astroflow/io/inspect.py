@@ -116,7 +116,7 @@ def inspect_archive(
 def format_report(report: ArchiveReport) -> str:
     """The report as the text ``astroflow inspect`` prints."""
     lines = [
-        f"archive {report.raw_dir}: {len(report.files)} FITS file(s), "
+        f"archive {report.raw_dir}: {len(report.files)} file(s), "
         f"instrument profile {report.profile!r}"
     ]
     science = report.usable("object")

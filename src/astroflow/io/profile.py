@@ -18,7 +18,9 @@ without a profile behaves exactly as before profiles existed.
 from __future__ import annotations
 
 import copy
+import datetime
 import fnmatch
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -65,7 +67,15 @@ DEFAULTS: dict = {
         "overscan_side": "right",
     },
     "values": {"gain": None, "rdnoise": 0.0, "saturate": None},
+    "band_map": {},
+    "exptime_unit": "s",
 }
+
+#: Seconds per unit of ``exptime_unit``.
+EXPTIME_UNITS = {"s": 1.0, "ms": 1e-3, "min": 60.0}
+#: The old FITS date form ``dd/mm/yy`` (years 1900-1999, as the standard defined it).
+_OLD_DATE = re.compile(r"^\s*(\d{2})/(\d{2})/(\d{2})\s*$")
+_MJD_EPOCH = datetime.datetime(1858, 11, 17)
 
 _TYPE_LISTS = {
     "type": "object",
@@ -183,6 +193,17 @@ SCHEMA: dict = {
             "minimum": 0,
             "maximum": 256,
         },
+        "band_map": {
+            "type": "object",
+            "description": "Header filter values (exact, or case-sensitive globs such as "
+            "'g*SDSS*') mapped to band names, tried in order; a value no entry matches is "
+            "used as it is and must then be one of instrument.bands.",
+            "additionalProperties": {"type": "string", "pattern": "^[A-Za-z0-9_]+$"},
+        },
+        "exptime_unit": {
+            "enum": list(EXPTIME_UNITS),
+            "description": "Unit of the exposure-time keyword's value: s, ms or min.",
+        },
         "values": {
             "type": "object",
             "description": "Value used when the header lacks the keyword (null: required).",
@@ -245,14 +266,60 @@ class InstrumentProfile:
         return self.keywords.get(quantity)
 
     def get(self, header, quantity: str):
-        """The header value of ``quantity``, or None when absent or blank."""
+        """The header value of ``quantity``, or None when absent or blank.
+
+        Read as the profile says: a ``filter`` value through ``band_map`` (the band name it
+        maps to), a numeric ``exptime`` in seconds (``exptime_unit``).
+        """
         key = self.key(quantity)
         if key is None or key not in header:
             return None
         value = header[key]
         if isinstance(value, str) and not value.strip():
             return None
+        if quantity == "filter":
+            return self.band_of(value)
+        if quantity == "exptime" and isinstance(value, int | float) and not isinstance(
+            value, bool
+        ):
+            return float(value) * EXPTIME_UNITS[self.spec["exptime_unit"]]
         return value
+
+    def band_of(self, value: object) -> str:
+        """The band name of a header filter value by ``band_map`` (the value itself if none
+        maps it)."""
+        text = str(value).strip()
+        for pattern, band in self.spec["band_map"].items():
+            if text == pattern or fnmatch.fnmatchcase(text, pattern):
+                return band
+        return text
+
+    def mjd(self, header) -> float:
+        """Modified Julian Date of the exposure start, from ``mjd`` or else ``date``.
+
+        Dates are ISO 8601 (``2026-03-01T03:00:00.5``, ``2026-03-01``) or the old FITS form
+        ``dd/mm/yy`` (19yy). Raises ValueError naming the keyword and value otherwise.
+        """
+        value = self.get(header, "mjd")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        value = self.get(header, "date")
+        key = self.key("date") or "date"
+        if value is None:
+            raise ValueError(f"missing header keyword {key}")
+        text = str(value).strip()
+        old = _OLD_DATE.match(text)
+        try:
+            if old:
+                day, month, year = (int(g) for g in old.groups())
+                when = datetime.datetime(1900 + year, month, day)
+            else:
+                when = datetime.datetime.fromisoformat(text.rstrip("Z"))
+        except ValueError:
+            raise ValueError(
+                f"{key} {text!r} is not a date (ISO 8601 or dd/mm/yy)"
+            ) from None
+        return (when.replace(tzinfo=None) - _MJD_EPOCH).total_seconds() / 86400.0
 
     def imagetyp_of(self, value: object) -> str | None:
         """Map an image-type keyword value to ``object|bias|dark|flat`` (None if unknown)."""
