@@ -133,7 +133,9 @@ def test_inspect_reports_classification_and_what_is_missing(archive, capsys):
     report = inspect_archive(archive.raw_dir, cfg)
     assert len(report.usable("object")) == 4 and not report.unusable
     assert len(report.usable("bias")) == 2 and len(report.usable("flat")) == 4
-    assert report.missing == ["no dark frames: dark correction will be skipped"]
+    assert report.missing == [
+        "no usable dark frame: dark correction will be skipped (reduce.allow_uncorrected: false)"
+    ]
 
     assert inspect_main([str(archive.raw_dir), "--config-json", json.dumps(cfg)]) == 0
     out = capsys.readouterr().out

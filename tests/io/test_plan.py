@@ -78,12 +78,17 @@ def test_sheet_reads_only_new_or_changed_files_and_names_bad_ones(tmp_path, capl
     plan_mod.write_plan(plan, out)
     (tmp_path / "fields").mkdir()
     (out / "none.txt").write_text("")
+    refused = {"path": str(raw / "calib" / "flat_g_000.fits"), "hdu": None,
+               "reason": "master flat g refused: 77.3 % of its pixels saturated"}
+    (tmp_path / "masters.json").write_text(json.dumps({"quarantine": [refused]}))
     assert reduce_main(["index", "--config-json", json.dumps(_cfg(raw)),
                         "--field-dir", str(tmp_path / "fields"), "--fields-from",
                         str(out / "none.txt"), "--unusable", str(out / "unusable.json"),
+                        "--masters", str(tmp_path / "masters.json"),
                         "--out-dir", str(tmp_path / "reduce"), "--no-tracking"]) == 0
     quarantine = json.loads((tmp_path / "reduce" / "quarantine.json").read_text())
-    assert {Path(e["path"]).name: e["reason"] for e in quarantine} == reasons
+    assert {Path(e["path"]).name: e["reason"] for e in quarantine} == {
+        **reasons, "flat_g_000.fits": refused["reason"]}
 
 
 def test_a_profile_change_rebuilds_the_sheet_a_config_change_does_not(tmp_path, caplog):

@@ -67,6 +67,7 @@ rule reduce_index:
         quarantine=expand("results/reduce/fields/{field}.quarantine.json", field=FIELDS),
         fields=f"{PLAN_DIR}/fields.txt",
         unusable=f"{PLAN_DIR}/unusable.json",
+        masters="results/reduce/calib/masters.json",
         store="results/tracking/store.json",
     output:
         index="results/reduce/index.json",
@@ -83,5 +84,5 @@ rule reduce_index:
     shell:
         "ASTROFLOW_RULE=reduce_index astroflow reduce index --config-json {params.cfg:q}"
         " --field-dir results/reduce/fields --fields-from {input.fields:q}"
-        " --unusable {input.unusable:q}"
+        " --unusable {input.unusable:q} --masters {input.masters:q}"
         " --out-dir results/reduce > {log:q} 2>&1"

@@ -30,13 +30,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from astroflow.io.headers import FileHeaders, RawHeader, read_file_headers
+from astroflow.io.headers import (
+    SECTION_RE,
+    FileHeaders,
+    RawHeader,
+    read_file_headers,
+    section_shape,
+)
 from astroflow.io.profile import InstrumentProfile, load_profile
 
 log = logging.getLogger(__name__)
 
 #: Bumped when what a row holds or how it is decided changes: an older sheet is rebuilt.
-SHEET_VERSION = 1
+SHEET_VERSION = 2
 #: Field names become file names and Snakemake wildcards: this is what they may hold.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _CELESTIAL = ("RA--", "DEC-", "GLON", "GLAT", "ELON", "ELAT", "SLON", "SLAT", "HPLN", "HPLT")
@@ -67,8 +73,11 @@ class FrameInfo:
     date : str or None
         Observation date as the header gives it.
     shapes : str
-        Shapes of the images that would be read as amplifiers, ``;``-joined
-        (``"1024x528;1024x528"``), each named ``EXTNAME=`` first.
+        Shapes of the images that would be read as amplifiers, ``;``-joined, each named
+        ``EXTNAME=`` first (``"AMP1=1024x528;AMP2=1024x528"``).
+    datasecs : str
+        Each of those images' data section (header ``TRIMSEC``/``DATASEC``, else the
+        profile's fixed ``sections.datasec``; empty where neither gives one), ``;``-joined.
     has_wcs : bool
         Whether the primary or an image header holds a celestial WCS (CTYPE1/2).
     size, mtime_ns : int
@@ -85,16 +94,19 @@ class FrameInfo:
     exptime: float | None = None
     date: str | None = None
     shapes: str = ""
+    datasecs: str = ""
     has_wcs: bool = False
     size: int = -1
     mtime_ns: int = -1
 
-    def images(self) -> list[tuple[str, tuple[int, ...]]]:
-        """``[(name, shape), ...]`` of the images in :attr:`shapes`."""
+    def images(self) -> list[tuple[str, tuple[int, ...], str]]:
+        """``[(name, shape, data section), ...]`` of the images in :attr:`shapes`."""
         out = []
-        for item in filter(None, self.shapes.split(";")):
+        sections = self.datasecs.split(";")
+        for i, item in enumerate(filter(None, self.shapes.split(";"))):
             name, dims = item.rsplit("=", 1)
-            out.append((name, tuple(int(d) for d in dims.split("x"))))
+            out.append((name, tuple(int(d) for d in dims.split("x")),
+                        sections[i] if i < len(sections) else ""))
         return out
 
 
@@ -106,6 +118,14 @@ def normalise_imagetyp(value: object, profile: InstrumentProfile | None = None) 
 def _has_wcs(header: RawHeader) -> bool:
     types = (str(header.get("CTYPE1", "")), str(header.get("CTYPE2", "")))
     return any(t.upper().startswith(_CELESTIAL) for t in types)
+
+
+def _datasec(header: RawHeader, profile: InstrumentProfile) -> str:
+    """The data section reduce will use: the header's, else the profile's fixed one, else ''."""
+    for key in ("TRIMSEC", "DATASEC"):
+        if key in header:
+            return str(header[key]).strip().replace(";", ",")
+    return profile.sections.get("datasec") or ""
 
 
 def _needed(profile: InstrumentProfile, header: RawHeader, quantity: str) -> str | None:
@@ -178,6 +198,7 @@ def facts(found: FileHeaders, profile: InstrumentProfile, size: int = -1,
         exptime if isinstance(exptime, float) else None,
         text("date"),
         ";".join(f"{n}={'x'.join(str(d) for d in s)}" for n, s, _ in images),
+        ";".join(_datasec(h, profile) for _, _, h in images),
         _has_wcs(primary) or any(_has_wcs(h) for _, _, h in images),
         size,
         mtime_ns,
@@ -308,31 +329,50 @@ def scan_archive(
     return rows
 
 
+def _inside(section: str, shape: tuple[int, int]) -> bool:
+    """Whether a well-formed FITS section lies within an image of ``shape`` (ny, nx)."""
+    x1, x2, y1, y2 = (int(g) for g in SECTION_RE.match(section).groups())
+    return x2 <= shape[1] and y2 <= shape[0]
+
+
 def judge(info: FrameInfo, instrument: dict) -> str | None:
     """Why ``info``'s file cannot be used under this ``instrument`` config (None: usable).
 
     Adds to the profile's verdict (:attr:`FrameInfo.problem`) what depends on the config:
-    the number and shape of the amplifier images, the band against ``instrument.bands`` (a
-    band from a broken keyword never reaches a file name), and a science frame's WCS.
+    the number and shape of the amplifier images (a data section, from the header or the
+    profile, must span ``instrument.amp_shape``; without one the raw image must be
+    ``amp_shape`` plus ``overscan_cols``, as reduce's default sections are), the band against
+    ``instrument.bands`` (a band from a broken keyword never reaches a file name), and a
+    science frame's WCS. What only the pixels or a full geometry check can tell (a section
+    outside its array, an overscan overlapping the data) is left to reduce.
     """
     if info.imagetyp is None:
         return info.problem
     problems = [info.problem] if info.problem else []
     images = info.images()
     n_amps = int(instrument["n_amps"])
-    ny, nx = int(instrument["amp_shape"][0]), int(instrument["amp_shape"][1])
-    nx_raw = nx + int(instrument["overscan_cols"])
-    flat = [(n, s) for n, s in images if len(s) != 2]
-    for name, shape in flat:
-        problems.append(f"[{name}] is a {len(shape)}-d image {shape}: amplifiers are 2-d images")
-    planes = [(n, s) for n, s in images if len(s) == 2]
+    amp = (int(instrument["amp_shape"][0]), int(instrument["amp_shape"][1]))
+    raw = (amp[0], amp[1] + int(instrument["overscan_cols"]))
+    for name, shape, _ in images:
+        if len(shape) != 2:
+            problems.append(f"[{name}] is a {len(shape)}-d image {shape}: amplifiers are 2-d "
+                            "images")
+    planes = [(n, s, d) for n, s, d in images if len(s) == 2]
     if len(planes) != n_amps:
         problems.append(f"wrong shape: {len(planes)} 2-d image(s), expected instrument.n_amps"
                         f" = {n_amps}")
-    for name, shape in planes:
-        if shape != (ny, nx_raw):
-            problems.append(f"[{name}] wrong shape {shape}, expected {(ny, nx_raw)} "
-                            "(instrument.amp_shape + overscan_cols)")
+    for name, shape, datasec in planes:
+        if not datasec:  # the default sections: amp_shape plus the overscan columns
+            if shape != raw:
+                problems.append(f"[{name}] wrong shape {shape}, expected {raw} "
+                                "(instrument.amp_shape + overscan_cols)")
+        elif section_shape(datasec) is None:
+            problems.append(f"[{name}] malformed data section {datasec!r}")
+        elif not _inside(datasec, shape):
+            problems.append(f"[{name}] data section {datasec} lies outside the image {shape}")
+        elif section_shape(datasec) != amp:
+            problems.append(f"[{name}] data section {datasec} spans {section_shape(datasec)}, "
+                            f"expected instrument.amp_shape {amp}")
     bands = list(instrument["bands"])
     if info.band is not None and info.band not in bands:
         problems.append(f"band {info.band!r} is not one of instrument.bands {bands}")

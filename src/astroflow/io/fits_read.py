@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 from astropy.utils.exceptions import AstropyUserWarning
 
-_SECTION_RE = re.compile(r"^\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*$")
+from astroflow.io.headers import SECTION_RE
 
 
 class FrameError(Exception):
@@ -83,7 +82,7 @@ def parse_section(text: str, path: str | Path = "?", hdu: str | None = None) -> 
     FrameError
         If the section is malformed or reversed (flipped readout is not supported).
     """
-    match = _SECTION_RE.match(str(text))
+    match = SECTION_RE.match(str(text))
     if not match:
         raise FrameError(path, hdu, f"malformed section {text!r}, expected [x1:x2,y1:y2]")
     x1, x2, y1, y2 = (int(g) for g in match.groups())

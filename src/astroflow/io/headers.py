@@ -39,6 +39,19 @@ _OTHER_COMPRESSIONS = {
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([EeDd][+-]?\d+)?$")
 _INTEGER = re.compile(r"^[+-]?\d+$")
 _MISSING = object()
+#: A FITS section ``[x1:x2,y1:y2]`` (1-based, inclusive); the one pattern every reader uses.
+SECTION_RE = re.compile(r"^\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*$")
+
+
+def section_shape(text: str) -> tuple[int, int] | None:
+    """``(ny, nx)`` a FITS section spans, None when it is malformed or reversed."""
+    match = SECTION_RE.match(str(text))
+    if not match:
+        return None
+    x1, x2, y1, y2 = (int(g) for g in match.groups())
+    if x2 < x1 or y2 < y1 or min(x1, y1) < 1:
+        return None
+    return y2 - y1 + 1, x2 - x1 + 1
 
 
 def _parse_value(text: str):
@@ -222,7 +235,8 @@ def _hdu(cards: list[str], index: int) -> tuple[HDUHeader, int]:
     size = 0
     if naxis > 0:
         n = 1
-        for d in dims:
+        # random groups (GROUPS = T, NAXIS1 = 0): NAXIS1 is left out of the product
+        for d in dims[1:] if header.get("GROUPS") is True and dims[0] == 0 else dims:
             n *= d
         size = abs(bitpix) // 8 * header.int("GCOUNT", 1) * (header.int("PCOUNT") + n)
     name = header.get("EXTNAME")
@@ -280,6 +294,10 @@ def _read_hdus(fh, out: FileHeaders, primary_only: bool, seekable: bool) -> None
         cards, problem = _read_header_cards(fh, first=index == 0)
         if cards is None:
             out.problem = problem  # None: a clean end of file after the last data unit
+            return
+        if index and not (cards and cards[0].startswith("XTENSION=")):
+            out.problem = (f"HDU {index} does not start with XTENSION: the data before it are "
+                           "not the size their header gives, or the file is damaged")
             return
         hdu, size = _hdu(cards, index)
         out.hdus.append(hdu)

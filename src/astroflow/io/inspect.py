@@ -10,6 +10,7 @@ surface later as a quarantine entry or a failed rule.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections import Counter, defaultdict
@@ -90,20 +91,30 @@ def inspect_archive(
             row.path, row.imagetyp, row.how, row.field, row.band,
             judge(row, cfg["instrument"]), row.has_wcs,
         ))
+    # what the reduction does without a master is reduce's rule: ask it
+    from astroflow.reduce.masters import allowed_missing
+
+    allowed = allowed_missing(cfg["reduce"])
+    setting = f"reduce.allow_uncorrected: {json.dumps(cfg['reduce'].get('allow_uncorrected'))}"
     science = report.usable("object")
     flat_bands = {f.band for f in report.usable("flat")}
-    allow = cfg["reduce"].get("allow_uncorrected", False)
     for band, n in sorted(Counter(f.band for f in science).items()):
         if band not in flat_bands:
-            action = "reduced without flat-field correction" if allow else "quarantined"
+            action = ("reduced without flat-field correction" if "flat" in allowed
+                      else "quarantined")
             report.missing.append(
                 f"band {band}: {n} science exposure(s) but no usable flat: they will be "
-                f"{action} (reduce.allow_uncorrected: {str(allow).lower()})"
+                f"{action} ({setting})"
             )
-    if not report.usable("bias"):
-        report.missing.append("no usable bias frame: `astroflow reduce calib` will fail")
-    if not report.usable("dark"):
-        report.missing.append("no dark frames: dark correction will be skipped")
+    for kind, without in (("bias", "bias subtraction"), ("dark", "dark correction")):
+        if report.usable(kind):
+            continue
+        if kind in allowed:
+            report.missing.append(f"no usable {kind} frame: {without} will be skipped "
+                                  f"({setting})")
+        else:
+            report.missing.append(f"no usable {kind} frame: `astroflow reduce calib` will stop "
+                                  f"({setting}; list {kind} in it to go without)")
     detection = cfg["reduce"]["detection_band"]
     with_detection = {f.field for f in science if f.band == detection}
     for name in sorted({f.field for f in science if f.field} - with_detection):

@@ -50,8 +50,9 @@ def build_index(
     track : bool
         Log one MLflow run for the reduce stage.
     unusable : list of dict, optional
-        Quarantine entries of the raw files the plan set aside before any job ran
-        (:mod:`astroflow.io.plan`); they head ``quarantine.json``, so no file goes unnamed.
+        Quarantine entries of the raw files set aside before the field jobs (by the plan,
+        :mod:`astroflow.io.plan`, and by the calibration); they head ``quarantine.json``, so
+        no file goes unnamed.
 
     Returns
     -------

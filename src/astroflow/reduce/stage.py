@@ -85,12 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="quarantine entries of the files the plan set aside (results/reduce/plan/"
         "unusable.json), listed in quarantine.json beside the fields' own",
     )
+    index.add_argument(
+        "--masters",
+        metavar="JSON",
+        default=None,
+        help="masters.json of `reduce calib`: the calibration frames it set aside are listed in "
+        "quarantine.json too",
+    )
     index.add_argument("--out-dir", required=True, metavar="DIR")
     index.add_argument("--no-tracking", action="store_true", help="skip the MLflow run")
 
     for p in (calib, field, index):
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+def _set_aside_before_fields(unusable: str | None, masters: str | None) -> list[dict]:
+    """Quarantine entries of the files set aside before the field jobs: by the plan, then by
+    the calibration."""
+    entries = json.loads(Path(unusable).read_text()) if unusable else []
+    if masters:
+        entries += json.loads(Path(masters).read_text()).get("quarantine", [])
+    return entries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.fields or read_list(args.fields_from),
                 args.out_dir,
                 track=not args.no_tracking,
-                unusable=json.loads(Path(args.unusable).read_text()) if args.unusable else [],
+                unusable=_set_aside_before_fields(args.unusable, args.masters),
             )
     except FrameError as exc:
         log.error("reduce.strict: %s", exc)
