@@ -77,7 +77,8 @@ def _templates(cfg: dict, tmp: Path) -> dict[str, bytes]:
     for name, (imagetyp, band) in kinds.items():
         primary = sim_archive.primary_header(
             sim_cfg, object_name="F00000" if imagetyp == "object" else imagetyp,
-            imagetyp=imagetyp, band=band, exptime_s=90.0, expnum=123456, airmass=1.2)
+            imagetyp=imagetyp, band=band, exptime_s=0.0 if imagetyp == "bias" else 90.0,
+            expnum=123456, airmass=1.2)
         amps = [sim_archive.amp_header(det, amp, wcs if imagetyp == "object" else None)
                 for amp in det.amps]
         data = [np.full(AMP, 1000, np.uint16) for _ in amps]

@@ -27,7 +27,7 @@ def _template(imagetyp: str, band: str | None) -> bytes:
     h["OBJECT"] = ("F0000" if imagetyp == "object" else imagetyp, "field name")
     if band:
         h["FILTER"] = (band, "filter band")
-    h["EXPTIME"] = (60.0, "[s]")
+    h["EXPTIME"] = (0.0 if imagetyp == "bias" else 60.0, "[s]")  # a bias is a 0 s exposure
     h["DATE-OBS"] = "2026-03-01T03:00:00.000"
     h["EXPNUM"] = (100000, "exposure number")
     amps = []

@@ -92,6 +92,46 @@ def test_each_reason_is_quarantined_and_the_field_continues(
     assert len(table) == 16 and table["exposure_ids_g"].iloc[0] == "1000"
 
 
+#: Reasons only the pixels or the masters can give: inspect and the plan cannot know them
+#: (inspect lists a band without a flat under "missing" instead).
+PIXEL_REASONS = {"iband.fits", "saturated.fits"}
+#: The words both readers' reasons share, file by file.
+SHARED_WORDS = {"empty.fits": "empty", "truncated.fits": "truncated",
+                "nofilter.fits": "FILTER", "noexptime.fits": "EXPTIME",
+                "nodate.fits": "DATE-OBS", "nowcs.fits": "WCS", "wrongshape.fits": "shape"}
+
+
+def test_inspect_and_the_plan_say_what_reduce_does(archive, calib_dir, cfg_gri, tmp_path):
+    """One ingestion path: on a mixed corpus, every file the plan (and inspect) sets aside is
+    one reduce quarantines, for the same reason, and every file it keeps reduce keeps, except
+    the reasons that need the pixels or the masters."""
+    import shutil
+
+    from astroflow.io.archive import scan_archive
+    from astroflow.io.inspect import inspect_archive
+    from astroflow.io.plan import plan_archive
+
+    corpus = tmp_path / "corpus"
+    _bad_files(archive, corpus)
+    for path in archive.science_paths:
+        shutil.copy(path, corpus)
+    files = sorted(str(p) for p in corpus.iterdir())
+    out = tmp_path / "out"
+    assert main(field_args(cfg_gri, archive, files, calib_dir, out)) == 0
+    reduced = {Path(e["path"]).name: e["reason"]
+               for e in json.loads((out / "F00.quarantine.json").read_text())}
+    planned = {Path(e["path"]).name: e["reason"]
+               for e in plan_archive(scan_archive(corpus), cfg_gri["instrument"]).unusable}
+    inspected = {Path(f.path).name: f.problem
+                 for f in inspect_archive(corpus, cfg_gri).files if f.problem}
+    assert planned == inspected
+    assert set(planned) == set(reduced) - PIXEL_REASONS
+    for name, word in SHARED_WORDS.items():
+        assert word in planned[name] and word in reduced[name], (name, planned[name],
+                                                                 reduced[name])
+    assert "not a FITS file" in planned["garbage.fits"]
+
+
 def test_strict_fails_naming_the_file(archive, calib_dir, tmp_path, capsys):
     cfg = make_cfg(tmp_path, strict=True)
     bad = tmp_path / "nofilter.fits"

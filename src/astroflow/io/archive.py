@@ -166,9 +166,9 @@ def facts(found: FileHeaders, profile: InstrumentProfile, size: int = -1,
               "dark": ("exptime",)}.get(frame_type, ())
     problems += [p for p in (_needed(profile, primary, q) for q in needed) if p]
     exptime = profile.get(primary, "exptime")
-    if exptime is not None and not (
+    if "exptime" in needed and exptime is not None and not (
         isinstance(exptime, float) and exptime > 0 and exptime == exptime
-    ):
+    ):  # a bias's exposure time (0) is never used
         problems.append(f"{profile.key('exptime')} {exptime!r} is not a positive number")
     if frame_type == "object" and profile.get(primary, "date") is not None:
         try:
@@ -369,7 +369,8 @@ def judge(info: FrameInfo, instrument: dict) -> str | None:
         elif section_shape(datasec) is None:
             problems.append(f"[{name}] malformed data section {datasec!r}")
         elif not _inside(datasec, shape):
-            problems.append(f"[{name}] data section {datasec} lies outside the image {shape}")
+            problems.append(f"[{name}] wrong shape {shape}: data section {datasec} lies "
+                            "outside the image")
         elif section_shape(datasec) != amp:
             problems.append(f"[{name}] data section {datasec} spans {section_shape(datasec)}, "
                             f"expected instrument.amp_shape {amp}")

@@ -308,7 +308,8 @@ def _read_hdus(fh, out: FileHeaders, primary_only: bool, seekable: bool) -> None
             return
         if not size:
             continue
-        # the data unit must be there in full; its padding to a whole block may be missing
+        # the data unit must be there in full, padded to whole blocks (a file that ends in
+        # the padding is cut short: astropy, and so reduce, calls it truncated)
         padded = -(-size // BLOCK) * BLOCK
         if seekable:
             here = fh.tell()
@@ -316,9 +317,9 @@ def _read_hdus(fh, out: FileHeaders, primary_only: bool, seekable: bool) -> None
             fh.seek(here + min(padded, held))
         else:
             held = len(fh.read(padded))
-        if held < size:
+        if held < padded:
             out.problem = (
-                f"truncated file: HDU {index} ({hdu.name}) needs {size} data bytes, "
-                f"the file holds {held}"
+                f"truncated file: HDU {index} ({hdu.name}) needs {padded} data bytes "
+                f"(padded to {BLOCK}-byte blocks), the file holds {held}"
             )
             return

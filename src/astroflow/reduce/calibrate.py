@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import astroscrappy
 import numpy as np
 import sep
-from astropy.time import Time
 from astropy.wcs import WCS
 
 from astroflow.io.fits_read import FrameError, read_frame
@@ -118,11 +117,10 @@ def _primary_keys(path: str, cfg: dict, masters: Masters) -> tuple[str, float, s
         ) from exc
     if not exptime > 0:
         raise FrameError(path, "PRIMARY", f"{keys['exptime']} {exptime} is not positive")
-    mjd_value, date_value = profile.get(header, "mjd"), profile.get(header, "date")
-    try:
-        mjd = float(mjd_value) if mjd_value is not None else Time(date_value).mjd
-    except (TypeError, ValueError) as exc:
-        raise FrameError(path, "PRIMARY", f"{keys['date']} {date_value!r} is not a date") from exc
+    try:  # the profile reads the date, as the plan and inspect do (ISO, dd/mm/yy, MJD-OBS)
+        mjd = profile.mjd(header)
+    except ValueError as exc:
+        raise FrameError(path, "PRIMARY", str(exc)) from exc
     if band not in cfg["instrument"]["bands"]:
         raise FrameError(
             path,
