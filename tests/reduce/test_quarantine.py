@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from astropy.io import fits
 from reduce_archive import (
@@ -215,3 +216,29 @@ def test_a_master_changed_after_calib_fails_the_field(archive, calib_dir, tmp_pa
     log_text = capsys.readouterr().err
     assert f"{bias}: its sha256 differs from the one masters.json recorded" in log_text
     assert not (out / "F00.zarr").exists()
+
+
+def test_files_written_by_others_are_named_never_a_traceback(archive, calib_dir, tmp_path):
+    """astropy's own odd FITS files (invalid/ included) in an own archive: the plan names
+    each with a reason; handed to a field job anyway, each is quarantined, the field reduces."""
+    import shutil
+
+    import astropy
+
+    from astroflow.io.archive import scan_archive
+    from astroflow.io.plan import plan_archive
+
+    source = Path(astropy.__file__).parent / "io" / "fits" / "tests" / "data"
+    corpus = tmp_path / "astropy"
+    shutil.copytree(source, corpus)
+    others = sorted(str(p) for p in corpus.rglob("*") if p.is_file())
+    cfg = make_cfg(tmp_path)
+    plan = plan_archive(scan_archive(corpus), cfg["instrument"])
+    assert not plan.calib and not plan.science
+    assert sorted(e["path"] for e in plan.unusable) == others
+    assert all(e["reason"] for e in plan.unusable)
+    out = tmp_path / "out"
+    assert main(field_args(cfg, archive, [*archive.science_paths, *others], calib_dir, out)) == 0
+    entries = json.loads((out / "F00.quarantine.json").read_text())
+    assert sorted(e["path"] for e in entries) == others
+    assert len(pd.read_parquet(out / "F00.objects.parquet")) == 16
