@@ -5,7 +5,8 @@ hours). :func:`scan_archive` walks the archive (one ``stat`` per file), reads th
 new or changed files only (by size and modification time) with the block reader of
 :mod:`astroflow.io.headers`, drops deleted files, and keeps the result in the sheet, a Parquet
 file with one row per file (:class:`FrameInfo`). The sheet holds what the instrument profile
-makes of each file's headers; it is rebuilt from scratch when the profile changes. What the
+makes of each file's headers; it is rebuilt from scratch when the profile, or the code that
+reads the headers, changes. What the
 config makes of a row (:func:`judge`: shapes against ``instrument.amp_shape``, bands against
 ``instrument.bands``, ...) is decided anew each time, at no I/O cost, so a config edit never
 rescans.
@@ -41,8 +42,8 @@ from astroflow.io.profile import InstrumentProfile, load_profile
 
 log = logging.getLogger(__name__)
 
-#: Bumped when what a row holds or how it is decided changes: an older sheet is rebuilt.
-SHEET_VERSION = 2
+#: The modules whose code decides a row: an edit to any of them rebuilds the sheet.
+_ROW_CODE = ("archive.py", "headers.py", "profile.py")
 #: Field names become file names and Snakemake wildcards: this is what they may hold.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _CELESTIAL = ("RA--", "DEC-", "GLON", "GLAT", "ELON", "ELAT", "SLON", "SLAT", "HPLN", "HPLT")
@@ -239,13 +240,16 @@ def walk_archive(raw_dir: str | Path) -> list[tuple[str, int, int]]:
     return out
 
 
-def _profile_digest(profile: InstrumentProfile) -> str:
-    blob = json.dumps({"version": SHEET_VERSION, "profile": profile.spec}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _sheet_key(profile: InstrumentProfile) -> str:
+    """What a sheet's rows depend on besides the files: the profile and the code reading them."""
+    digest = hashlib.sha256(json.dumps(profile.spec, sort_keys=True).encode())
+    for name in _ROW_CODE:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _read_sheet(sheet: Path, digest: str) -> dict[str, FrameInfo]:
-    """The rows of a sheet made with the same profile and version ({} otherwise)."""
+    """The rows of a sheet made with the same profile and code ({} otherwise)."""
     import pyarrow.parquet as pq
 
     try:
@@ -254,7 +258,7 @@ def _read_sheet(sheet: Path, digest: str) -> dict[str, FrameInfo]:
         return {}
     meta = table.schema.metadata or {}
     if meta.get(b"astroflow_sheet") != digest.encode():
-        log.info("%s was made with another instrument profile or version: rebuilding", sheet)
+        log.info("%s was made with another instrument profile or astroflow: rebuilding", sheet)
         return {}
     columns = table.to_pydict()
     names = [f.name for f in dataclasses.fields(FrameInfo)]
@@ -306,7 +310,7 @@ def scan_archive(
         profile = load_profile(profile)
     start = time.perf_counter()
     found = walk_archive(raw_dir)
-    digest = _profile_digest(profile)
+    digest = _sheet_key(profile)
     known = _read_sheet(Path(sheet), digest) if sheet and Path(sheet).exists() else {}
     rows, n_read = [], 0
     for path, size, mtime_ns in found:
