@@ -173,3 +173,10 @@ def test_verdict_words(store):
     far = reproduce.verdict(plan, {"evaluate": client.get_run(ev2)}, rtol=0.001)
     assert far["verdict"] == "DIFFERENT"
     assert "verdict: DIFFERENT" in reproduce.format_verdict(far)
+
+
+def test_paired_deltas_are_compared_absolutely():
+    """A delta near 0 that moves by 0.002 is within a 2 % tolerance; relatively it moved 200 %."""
+    assert reproduce._difference("delta_vs_forest_auc", 0.001, 0.003) == pytest.approx(0.002)
+    assert reproduce._difference("model_auc", 0.9, 0.918) == pytest.approx(0.02)
+    assert reproduce._difference("n_test", 0.0, 1.0) == float("inf")

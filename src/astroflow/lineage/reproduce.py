@@ -21,7 +21,9 @@ difference:
 5. Verdict: every metric of the recorded run next to the new one, the dataset and manifest
    digests. IDENTICAL (equal to float64 rounding, relative 1e-12) is expected on CPU with the
    same seed; WITHIN TOLERANCE allows
-   ``|new - old| <= rtol * |old|`` (default 2 %) for other hardware; else DIFFERENT (exit 1).
+   ``|new - old| <= rtol * |old|`` (default 2 %) for other hardware, ``|new - old| <= rtol``
+   for the paired deltas (``delta_vs_...``, near 0), whose ``_verdict`` codes are shown but
+   not compared; else DIFFERENT (exit 1).
 """
 
 from __future__ import annotations
@@ -301,6 +303,17 @@ def new_runs(workdir: Path, model: str, uri: str) -> dict[str, Run]:
     return found
 
 
+def _difference(name: str, recorded: float, rerun: float) -> float:
+    """How far a rerun's metric is from the record: relative, but absolute for the paired
+    deltas (``delta_vs_...``: differences of scores in [0, 1] that sit near 0, where a
+    relative difference means nothing)."""
+    if "delta_vs_" in name:
+        return abs(rerun - recorded)
+    if recorded:
+        return abs(rerun - recorded) / abs(recorded)
+    return 0.0 if rerun == recorded else float("inf")
+
+
 def verdict(plan: Plan, new: dict[str, Run], rtol: float) -> dict:
     """Compare the rerun with the record: metrics side by side, digests, one word."""
     stage = plan.run.data.tags["stage"]
@@ -311,8 +324,9 @@ def verdict(plan: Plan, new: dict[str, Run], rtol: float) -> dict:
         a, b = old_m.get(name), new_m.get(name)
         rel = None
         if a is not None and b is not None:
-            rel = abs(b - a) / abs(a) if a else (0.0 if b == a else float("inf"))
-            worst = max(worst, rel)
+            rel = _difference(name, a, b)
+            if not name.endswith("_verdict"):  # a verdict follows its delta's interval
+                worst = max(worst, rel)
         rows.append({"metric": name, "recorded": a, "rerun": b, "rel_diff": rel})
     missing = [r["metric"] for r in rows if r["recorded"] is None or r["rerun"] is None]
     digests = {}
