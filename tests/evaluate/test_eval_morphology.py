@@ -9,7 +9,11 @@ import jsonschema
 import numpy as np
 import pytest
 
-from astroflow.evaluate.morphology import morphology_mlflow_metrics, summarize_morphology
+from astroflow.evaluate.morphology import (
+    TrainingMean,
+    morphology_mlflow_metrics,
+    summarize_morphology,
+)
 from astroflow.evaluate.morphology_baseline import (
     measure_morphology,
     sersic_concentration,
@@ -107,12 +111,15 @@ def test_summary_block_has_the_schema_shape_and_flat_mlflow_metrics():
         30,
         np.random.default_rng(1),
         "truth",
+        train_mean=TrainingMean(2.0, 0.3, 40),
     )
     schema = __import__("json").loads(SCHEMA_PATH.read_text())
     jsonschema.Draft202012Validator(
         {**schema["$defs"]["morphology"], "$defs": schema["$defs"]}
     ).validate(block)
-    assert block["n_test"] == 60 and block["n_unmeasured"] == {"model": 0, "moments": 3}
+    assert block["n_test"] == 60
+    assert block["n_unmeasured"] == {"model": 0, "moments": 3, "training_mean": 0}
+    assert block["training_mean"] == {"sersic_n": 2.0, "ellipticity": 0.3, "n_galaxies": 40}
     assert sum(b["n"] for b in block["by_magnitude"]) == 60
     nmad_n = block["model"]["sersic_n"]["nmad"]
     assert nmad_n["value"] == pytest.approx(0.05, abs=0.02)
@@ -121,3 +128,6 @@ def test_summary_block_has_the_schema_shape_and_flat_mlflow_metrics():
     flat = morphology_mlflow_metrics(block)
     assert flat["morphology_model_sersic_n_nmad"] == nmad_n["value"]
     assert "morphology_baseline_moments_ellipticity_bias_lo" in flat
+    assert flat["morphology_baseline_training_mean_ellipticity_pearson_r"] == 0.0
+    assert "morphology_delta_vs_training_mean_sersic_n_abs_slope_minus_1_verdict" in flat
+    assert "morphology_model_ellipticity_slope_hi" in flat

@@ -7,7 +7,11 @@ import pytest
 
 from astroflow.evaluate import metrics as m
 from astroflow.evaluate.bootstrap import bootstrap_indices, bootstrap_samples, interval_blocks
-from astroflow.evaluate.morphology import morphology_mlflow_metrics, summarize_morphology
+from astroflow.evaluate.morphology import (
+    TrainingMean,
+    morphology_mlflow_metrics,
+    summarize_morphology,
+)
 from astroflow.evaluate.paired_delta import (
     CLASSIFICATION_COMPARISONS,
     MORPHOLOGY_COMPARISONS,
@@ -193,7 +197,8 @@ def test_morphology_verdicts_are_oriented_lower_is_better(model_is_close):
     true, close, rough, mag = _morphology()
     model, moments = (close, rough) if model_is_close else (rough, close)
     block = summarize_morphology(true, {"model": model, "moments": moments}, mag,
-                                 [18, 21, 24], 100, np.random.default_rng(1), "truth")
+                                 [18, 21, 24], 100, np.random.default_rng(1), "truth",
+                                 train_mean=TrainingMean(2.0, 0.3, 100))
     word = "better" if model_is_close else "worse"
     for where, b in [("all", block), *enumerate(block["by_magnitude"])]:
         quantities = b["delta_vs"]["moments"]
@@ -201,8 +206,12 @@ def test_morphology_verdicts_are_oriented_lower_is_better(model_is_close):
         for quantity, deltas in quantities.items():
             assert set(deltas) == set(MORPHOLOGY_COMPARISONS)
             for key, delta in deltas.items():
+                if key == "abs_slope_minus_1":  # both slopes are ~1 here: tested elsewhere
+                    continue
                 assert delta["verdict"] == word, (where, quantity, key, delta)
-                assert (delta["value"] < 0) == model_is_close, (where, quantity, key)
+                # Higher is better for the correlation, lower for the rest.
+                closer = delta["value"] > 0 if key == "pearson_r" else delta["value"] < 0
+                assert closer == model_is_close, (where, quantity, key)
     # |bias| is compared, not the signed bias: the baseline's bias is negative.
     bias = {name: abs(s["sersic_n"]["bias"]["value"]) for name, s in
             (("model", block["model"]), ("moments", block["baselines"]["moments"]))}
@@ -211,13 +220,15 @@ def test_morphology_verdicts_are_oriented_lower_is_better(model_is_close):
     flat = morphology_mlflow_metrics(block)
     assert flat["morphology_delta_vs_moments_ellipticity_nmad_verdict"] == (
         1.0 if model_is_close else -1.0)
-    assert len(morphology_table(block).rows) == 2 * len(MORPHOLOGY_COMPARISONS)
+    # Rows per baseline (moments, training_mean), quantity and comparison.
+    assert len(morphology_table(block).rows) == 2 * 2 * len(MORPHOLOGY_COMPARISONS)
 
 
 def test_morphology_identical_scorers_are_undecided():
     true, close, _, mag = _morphology(seed=2)
     block = summarize_morphology(true, {"model": close, "moments": close.copy()}, mag,
-                                 [18, 21, 24], 60, np.random.default_rng(3), "truth")
+                                 [18, 21, 24], 60, np.random.default_rng(3), "truth",
+                                 train_mean=TrainingMean(2.0, 0.3, 100))
     for b in (block, *block["by_magnitude"]):
         for deltas in b["delta_vs"]["moments"].values():
             for key, delta in deltas.items():

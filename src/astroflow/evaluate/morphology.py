@@ -1,15 +1,28 @@
-"""Evaluate the morphology task: the regressor and the moments baseline on the test galaxies.
+"""Evaluate the morphology task: the regressor and two baselines on the test galaxies.
 
 Test objects are the classification test split's objects that truly are galaxies and have a
 true Sersic index and ellipticity: from the simulator's truth table when evaluation has one
 (``truth_source: truth``), else from the labels catalog (``label == 1`` with finite
-``label_sersic_n``/``label_ellipticity``). The model and the baseline
-(:mod:`astroflow.evaluate.morphology_baseline`, on the detection-band cutout) are scored on
-exactly these objects, overall and per magnitude bin (``evaluate.mag_bins``), with paired
-percentile-bootstrap intervals (:func:`astroflow.evaluate.bootstrap.bootstrap_samples`) from a
-stream of their own, so adding the task leaves the classification metrics as they were. The
-same resamples give the paired deltas ``model - moments`` of |bias|, NMAD and outlier fraction
-(:mod:`astroflow.evaluate.paired_delta`, lower is better) with a verdict each.
+``label_sersic_n``/``label_ellipticity``). Scorers:
+
+model
+    The regressor.
+moments
+    The classical baseline (:mod:`astroflow.evaluate.morphology_baseline`, on the
+    detection-band cutout).
+training_mean
+    The same value for every galaxy: the mean of the training galaxies' catalog labels in the
+    space each quantity is regressed and scored in (``10**mean(log10 n)``, ``mean |g|``), i.e.
+    the regressor's own target standardisation mean. A scorer that does not beat it measures
+    nothing; its Pearson correlation and slope are 0 by definition
+    (:mod:`astroflow.evaluate.morphology_metrics`).
+
+All are scored on exactly these objects, overall and per magnitude bin (``evaluate.mag_bins``),
+with paired percentile-bootstrap intervals
+(:func:`astroflow.evaluate.bootstrap.bootstrap_samples`) from a stream of their own, so adding
+the task leaves the classification metrics as they were. The same resamples give the paired
+deltas ``model - baseline`` of |bias|, NMAD, outlier fraction, Pearson r and |slope - 1|
+(:mod:`astroflow.evaluate.paired_delta`) with a verdict each.
 """
 
 from __future__ import annotations
@@ -47,8 +60,53 @@ log = logging.getLogger(__name__)
 _SEED_STREAM = zlib.crc32(b"evaluate-morphology")
 #: Name of the classical baseline in metrics.json and predictions.parquet.
 BASELINE = "moments"
+#: Name of the constant baseline (the training galaxies' mean) in metrics.json.
+TRAINING_MEAN = "training_mean"
 #: Plots written to ``<out-dir>/plots/`` when the morphology task is evaluated.
 PLOT_NAMES = ("morphology_pred_vs_true", "morphology_residual_vs_mag")
+
+
+@dataclass(frozen=True)
+class TrainingMean:
+    """The training galaxies' mean Sersic index (geometric: ``10**mean(log10 n)``) and mean
+    ellipticity ``|g|``, and how many galaxies it is the mean of."""
+
+    sersic_n: float
+    ellipticity: float
+    n_galaxies: int
+
+    def prediction(self, n: int) -> np.ndarray:
+        """``(n, 2)`` predictions of the constant scorer, in ``QUANTITIES`` order."""
+        return np.tile(np.array([self.sersic_n, self.ellipticity], dtype=np.float64), (n, 1))
+
+    def as_dict(self) -> dict:
+        return {"sersic_n": self.sersic_n, "ellipticity": self.ellipticity,
+                "n_galaxies": self.n_galaxies}
+
+
+def training_mean(train: pd.DataFrame, source: str = "training split") -> TrainingMean:
+    """:class:`TrainingMean` of the training objects that the regressor trains on: catalog
+    galaxies (``label == 1``) with a finite ``label_sersic_n > 0`` and a finite
+    ``label_ellipticity``.
+
+    Raises
+    ------
+    ValueError
+        When the table lacks the columns or holds no such galaxy.
+    """
+    missing = [c for c in ("label", "label_sersic_n", "label_ellipticity")
+               if c not in train.columns]
+    if missing:
+        raise ValueError(f"{source}: no column(s) {missing} for the training-mean baseline")
+    n = train["label_sersic_n"].to_numpy(dtype=np.float64)
+    e = train["label_ellipticity"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        ok = (train["label"].to_numpy() == 1) & np.isfinite(e) & np.isfinite(n) & (n > 0)
+    if not ok.any():
+        raise ValueError(f"{source}: no labelled galaxy with a catalog Sersic index and "
+                         "ellipticity; the training-mean baseline needs one")
+    return TrainingMean(float(10 ** np.mean(np.log10(n[ok]))), float(np.mean(e[ok])),
+                        int(ok.sum()))
 
 
 @dataclass
@@ -136,6 +194,8 @@ def summarize_morphology(
     n_bootstrap: int,
     rng: np.random.Generator,
     truth_source: str,
+    *,
+    train_mean: TrainingMean,
 ) -> dict:
     """The ``morphology`` block of metrics.json.
 
@@ -149,19 +209,27 @@ def summarize_morphology(
         Detection-band magnitude [AB mag] for the bins.
     mag_bins, n_bootstrap, rng, truth_source
         As for the classification summary; ``rng`` is seeded, and one set of resamples
-        serves the model and the baseline.
+        serves the model and every baseline.
+    train_mean : TrainingMean
+        The training galaxies' mean (:func:`training_mean`), scored as the baseline
+        ``training_mean`` (the same prediction for every galaxy) and recorded in the block.
 
     Returns
     -------
     dict
         Also holds ``delta_vs`` (overall and in each ``by_magnitude`` bin): per baseline and
         quantity, the paired ``model - baseline`` differences of ``abs_bias`` (``|bias|``),
-        ``nmad`` and ``outlier_frac``, each with ``value``, ``ci95`` and ``verdict`` (lower is
-        better: ``better`` when the interval lies below 0).
+        ``nmad``, ``outlier_frac``, ``pearson_r`` and ``abs_slope_minus_1`` (``|slope - 1|``),
+        each with ``value``, ``ci95`` and ``verdict`` (``better`` when the interval lies below
+        0, except for ``pearson_r``, where higher is better: above 0).
     """
     if "model" not in preds:
         raise ValueError("summarize_morphology: preds must include 'model'")
+    if TRAINING_MEAN in preds:
+        raise ValueError(f"summarize_morphology: {TRAINING_MEAN!r} is made from train_mean, "
+                         "not passed in preds")
     true = np.asarray(true, dtype=np.float64)
+    preds = {**preds, TRAINING_MEAN: train_mean.prediction(len(true))}
     indices = bootstrap_indices(len(true), n_bootstrap, rng)
     block = {
         "n_test": len(true),
@@ -170,6 +238,7 @@ def summarize_morphology(
             "sersic_n_dex": OUTLIER_THRESHOLD["sersic_n"],
             "ellipticity": OUTLIER_THRESHOLD["ellipticity"],
         },
+        "training_mean": train_mean.as_dict(),
         "n_unmeasured": {
             name: int((~np.isfinite(p)).any(axis=1).sum()) for name, p in preds.items()
         },
@@ -208,6 +277,7 @@ def predict_batches(
 
 def evaluate_morphology(
     cfg: dict,
+    train: pd.DataFrame,
     test: pd.DataFrame,
     truth: str | Path | None,
     truth_source: str,
@@ -215,17 +285,20 @@ def evaluate_morphology(
     batches: Callable[[pd.DataFrame, int], Iterable[np.ndarray]],
     plot_dir: Path,
 ) -> MorphologyResult:
-    """Score the morphology model and the baseline; write the two plots.
+    """Score the morphology model and the baselines; write the two plots.
 
-    ``predict(images, tta=bool) -> (n, 2)`` is the loaded regressor
-    (:meth:`astroflow.train.inference.MorphologyPredictor.predict`); ``batches(rows,
-    batch_size)`` yields the cutouts of ``rows`` in order.
+    ``train`` holds the training split's objects (their catalog labels give the
+    ``training_mean`` baseline, :func:`training_mean`); ``predict(images, tta=bool) -> (n, 2)``
+    is the loaded regressor (:meth:`astroflow.train.inference.MorphologyPredictor.predict`);
+    ``batches(rows, batch_size)`` yields the cutouts of ``rows`` in order.
 
     Raises
     ------
     ValueError
-        When no test galaxy has a true Sersic index and ellipticity.
+        When no test galaxy has a true Sersic index and ellipticity, or no training galaxy
+        has catalog morphology.
     """
+    train_mean = training_mean(train)
     n_true, e_true = true_morphology(test, truth, truth_source)
     scored = np.isfinite(n_true) & np.isfinite(e_true)
     if not scored.any():
@@ -261,15 +334,21 @@ def evaluate_morphology(
         int(cfg["evaluate"]["n_bootstrap"]),
         rng,
         truth_source,
+        train_mean=train_mean,
     )
     plot_dir = Path(plot_dir)
     plot_dir.mkdir(parents=True, exist_ok=True)
     blocks = {"model": block["model"], **block["baselines"]}
     morphology_plots.plot_pred_vs_true(
-        true, preds, blocks, plot_dir / "morphology_pred_vs_true.png"
+        true, preds, blocks, block["training_mean"], plot_dir / "morphology_pred_vs_true.png"
     )
     morphology_plots.plot_residual_vs_mag(
-        true, preds, mag, block, band, plot_dir / "morphology_residual_vs_mag.png"
+        true,
+        {**preds, TRAINING_MEAN: train_mean.prediction(len(true))},
+        mag,
+        block,
+        band,
+        plot_dir / "morphology_residual_vs_mag.png",
     )
     columns = {"true_sersic_n": n_true, "true_ellipticity": e_true}
     for name, pred in preds.items():
@@ -280,19 +359,26 @@ def evaluate_morphology(
             columns[f"{q}{suffix}"] = col
     m = block["model"]
     log.info(
-        "morphology: model NMAD %.3f dex (n), %.3f (|g|) on %d galaxies",
-        m["sersic_n"]["nmad"]["value"] or np.nan,
-        m["ellipticity"]["nmad"]["value"] or np.nan,
+        "morphology: model NMAD %.3f dex (n), %.3f (|g|); Pearson r %.3f (log n), %.3f (|g|); "
+        "slope %.3f, %.3f on %d galaxies (training mean n %.2f, |g| %.3f)",
+        *(_number(m[q][k]["value"]) for k in ("nmad", "pearson_r", "slope") for q in QUANTITIES),
         block["n_test"],
+        train_mean.sersic_n,
+        train_mean.ellipticity,
     )
     return MorphologyResult(block, columns)
 
 
+def _number(x: float | None) -> float:
+    return np.nan if x is None else float(x)
+
+
 def morphology_mlflow_metrics(block: Mapping) -> dict[str, float]:
     """Flat MLflow metrics ``morphology_model_sersic_n_nmad`` (``_lo``, ``_hi``),
-    ``morphology_baseline_moments_...``, the overall deltas
-    ``morphology_delta_vs_moments_sersic_n_nmad`` (``_lo``, ``_hi``, ``_verdict``) and
-    ``morphology_n_test``; undefined values left out."""
+    ``morphology_baseline_moments_...``, ``morphology_baseline_training_mean_...``, the
+    overall deltas ``morphology_delta_vs_moments_sersic_n_nmad`` (``_lo``, ``_hi``,
+    ``_verdict``; ``..._pearson_r``, ``..._abs_slope_minus_1``, and the same against
+    ``training_mean``) and ``morphology_n_test``; undefined values left out."""
     flat: dict[str, float] = {"morphology_n_test": float(block["n_test"])}
     scorers = {
         "model": block["model"],

@@ -1,4 +1,5 @@
-"""Morphology metrics: bias, scatter and outliers of predicted Sersic index and ellipticity.
+"""Morphology metrics: bias, scatter, outliers, correlation and slope of predicted Sersic index
+and ellipticity against the truth.
 
 Conventions (the same everywhere in astroflow): ``true`` and ``pred`` are 1-d arrays of one
 quantity; every metric is ``metric(true, pred) -> float`` (the signature the seeded bootstrap of
@@ -28,6 +29,27 @@ outlier_frac
     Fraction of objects with ``|r| > OUTLIER_THRESHOLD[quantity]``: 0.15 dex in n (a factor
     1.41, the step between neighbouring classes of the usual n = 1, 1.5, 2, 2.5, 3, 4 grid is
     0.08 to 0.18 dex) and 0.1 in ``|g|`` (the spread of galaxy ellipticities is ~0.2).
+
+The three above cannot tell a scorer that measures from one that predicts about the mean: a
+constant at the population's median has no bias and the population's own NMAD, which can be
+small. Two more metrics, of the prediction against the truth in the space the residuals use
+(``log10 n``; ``|g|``), can:
+
+pearson_r
+    Pearson correlation of predicted and true values. 1 for a perfect scorer, below 1 for an
+    unbiased one with scatter, 0 for a constant: a scorer whose predictions do not vary says
+    nothing about which galaxy is which, so its correlation is taken as 0 (not undefined).
+    Undefined (nan) with fewer than two objects or when the true values do not vary.
+slope
+    Least-squares slope of predicted on true, ``cov(t, p) / var(t)``: 1 when the predictions
+    follow the truth one to one, 0 for a constant, between 0 and 1 when they are drawn
+    towards the mean (the mean of a posterior shrinks like that where the image says little).
+    Undefined when the true values do not vary.
+
+A failed prediction enters these two at the median of the scorer's measured predictions of
+the same objects (the value that says nothing about that galaxy), so that a scorer is judged
+on all galaxies, not on the subset it could measure; with no measured prediction both are
+undefined.
 """
 
 from __future__ import annotations
@@ -86,13 +108,64 @@ def outlier_frac(r: np.ndarray, threshold: float) -> float:
     return float(np.mean(np.abs(r) > threshold)) if r.size else float("nan")
 
 
+def scored_values(quantity: str, true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray,
+                                                                           np.ndarray]:
+    """``(t, p)`` in the space of the residuals (log10 for sersic_n), failed predictions at
+    the median of the measured ones; ``p`` is all nan when nothing was measured."""
+    true = np.asarray(true, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    r = residuals(quantity, true, pred)  # checks shapes and the quantity; inf = failed
+    ok = np.isfinite(r)
+    if quantity == "sersic_n":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            true, pred = np.log10(true), np.log10(pred)
+    fill = np.median(pred[ok]) if ok.any() else np.nan
+    return true, np.where(ok, pred, fill)
+
+
+def _is_constant(x: np.ndarray) -> bool:
+    """No spread beyond float rounding (a scorer that predicts one value for every object)."""
+    spread = float(np.ptp(x))
+    return spread <= 1e-12 * max(1.0, float(np.max(np.abs(x))))
+
+
+def pearson_r(t: np.ndarray, p: np.ndarray) -> float:
+    """Pearson correlation of ``p`` with ``t``; 0 for a constant ``p``; nan with fewer than
+    two objects, a constant ``t`` or a non-finite value."""
+    t = np.asarray(t, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    if t.size < 2 or not (np.all(np.isfinite(t)) and np.all(np.isfinite(p))) or _is_constant(t):
+        return float("nan")
+    if _is_constant(p):
+        return 0.0
+    dt, dp = t - t.mean(), p - p.mean()
+    r = np.sum(dt * dp) / np.sqrt(np.sum(dt * dt) * np.sum(dp * dp))
+    return float(np.clip(r, -1.0, 1.0))
+
+
+def slope(t: np.ndarray, p: np.ndarray) -> float:
+    """Least-squares slope of ``p`` on ``t``, ``cov(t, p) / var(t)``; 0 for a constant ``p``;
+    nan with fewer than two objects, a constant ``t`` or a non-finite value."""
+    t = np.asarray(t, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    if t.size < 2 or not (np.all(np.isfinite(t)) and np.all(np.isfinite(p))) or _is_constant(t):
+        return float("nan")
+    if _is_constant(p):
+        return 0.0
+    dt = t - t.mean()
+    return float(np.sum(dt * (p - p.mean())) / np.sum(dt * dt))
+
+
 def quantity_metrics(quantity: str) -> dict[str, Metric]:
-    """``{bias, nmad, outlier_frac}`` of ``quantity`` as ``metric(true, pred)`` functions."""
+    """``{bias, nmad, outlier_frac, pearson_r, slope}`` of ``quantity`` as
+    ``metric(true, pred)`` functions."""
     threshold = OUTLIER_THRESHOLD[quantity]
     return {
         "bias": lambda t, p: bias(residuals(quantity, t, p)),
         "nmad": lambda t, p: nmad(residuals(quantity, t, p)),
         "outlier_frac": lambda t, p: outlier_frac(residuals(quantity, t, p), threshold),
+        "pearson_r": lambda t, p: pearson_r(*scored_values(quantity, t, p)),
+        "slope": lambda t, p: slope(*scored_values(quantity, t, p)),
     }
 
 

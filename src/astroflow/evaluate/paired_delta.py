@@ -11,7 +11,9 @@ Verdict at 95 % (``VERDICTS``)
 ------------------------------
 better
     The interval of the difference excludes 0 on the favourable side: above 0 for a metric
-    where higher is better (AUC, purity, completeness), below 0 where lower is better (NMAD).
+    where higher is better (AUC, purity, completeness, a Pearson correlation), below 0 where
+    lower is better (NMAD; and the distance of a metric from its ideal value, ``|bias|`` from
+    0 or ``|slope - 1|`` from 1, see :class:`Comparison`).
 worse
     It excludes 0 on the unfavourable side.
 undecided
@@ -51,16 +53,20 @@ class Comparison:
     higher_is_better : bool
         Orients the verdict.
     absolute : bool
-        Compare ``|metric|`` (a bias, whose best value is 0).
+        Compare ``|metric - ideal|``, the distance from the best value, instead of the metric
+        (a bias, whose best value is 0 whatever its sign; a slope, whose best value is 1).
+    ideal : float
+        The best value of the metric when ``absolute``.
     """
 
     metric: str
     higher_is_better: bool
     absolute: bool = False
+    ideal: float = 0.0
 
     def of(self, x: np.ndarray | float) -> np.ndarray | float:
-        """The compared quantity: the metric, or its absolute value."""
-        return np.abs(x) if self.absolute else x
+        """The compared quantity: the metric, or its distance from ``ideal``."""
+        return np.abs(np.asarray(x, dtype=np.float64) - self.ideal) if self.absolute else x
 
 
 #: Classification deltas (metrics.json ``delta_vs``): higher is better for all three.
@@ -72,11 +78,15 @@ CLASSIFICATION_COMPARISONS = {
         "purity_galaxy_at_completeness_0.96",
     )
 }
-#: Morphology deltas, per quantity (``morphology.delta_vs``): lower is better for all three.
+#: Morphology deltas, per quantity (``morphology.delta_vs``): lower is better for ``|bias|``,
+#: NMAD, outlier fraction and ``|slope - 1|`` (better = interval below 0); higher is better for
+#: the Pearson correlation (better = interval above 0).
 MORPHOLOGY_COMPARISONS = {
     "abs_bias": Comparison("bias", higher_is_better=False, absolute=True),
     "nmad": Comparison("nmad", higher_is_better=False),
     "outlier_frac": Comparison("outlier_frac", higher_is_better=False),
+    "pearson_r": Comparison("pearson_r", higher_is_better=True),
+    "abs_slope_minus_1": Comparison("slope", higher_is_better=False, absolute=True, ideal=1.0),
 }
 
 

@@ -466,8 +466,9 @@ def run(
         )}
         if morphology_dir:
             regressor = _load_morphology(morphology_dir / "model")
-            extras.morphology = evaluate_morphology(cfg, test, truth, source, regressor.predict,
-                                                    reader.batches, out_dir / "plots")
+            extras.morphology = evaluate_morphology(cfg, train, test, truth, source,
+                                                    regressor.predict, reader.batches,
+                                                    out_dir / "plots")
         doc = evaluate_scores(cfg, test, scores, source, reader.read, out_dir, extras)
         mlflow.log_metrics(headline_mlflow_metrics(doc))
         if "morphology" in doc:

@@ -27,6 +27,8 @@ SHORT = {
     "abs_bias": "|bias|",
     "nmad": "NMAD",
     "outlier_frac": "outlier fraction",
+    "pearson_r": "Pearson r",
+    "abs_slope_minus_1": "|slope - 1|",
 }
 _QUANTITY = {"sersic_n": "n", "ellipticity": "|g|"}
 #: Width of the label column, in cell widths.
