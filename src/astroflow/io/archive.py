@@ -21,15 +21,16 @@ This module owns the sheet's format; ``astroflow inspect`` and the workflow's pl
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
+import operator
 import os
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from astroflow.io.headers import (
     SECTION_RE,
@@ -51,9 +52,10 @@ _CELESTIAL = ("RA--", "DEC-", "GLON", "GLAT", "ELON", "ELAT", "SLON", "SLAT", "H
 PROGRESS_EVERY = 5000
 
 
-@dataclass(frozen=True)
-class FrameInfo:
+class FrameInfo(NamedTuple):
     """One row of the exposure sheet: what the headers of one raw file say.
+
+    A named tuple: a 10^5-row sheet is read back in a fraction of a second.
 
     Attributes
     ----------
@@ -261,8 +263,7 @@ def _read_sheet(sheet: Path, digest: str) -> dict[str, FrameInfo]:
         log.info("%s was made with another instrument profile or astroflow: rebuilding", sheet)
         return {}
     columns = table.to_pydict()
-    names = [f.name for f in dataclasses.fields(FrameInfo)]
-    rows = (FrameInfo(*(columns[n][i] for n in names)) for i in range(table.num_rows))
+    rows = map(FrameInfo._make, zip(*(columns[n] for n in FrameInfo._fields), strict=True))
     return {row.path: row for row in rows}
 
 
@@ -270,7 +271,7 @@ def _write_sheet(sheet: Path, rows: list[FrameInfo], digest: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = [f.name for f in dataclasses.fields(FrameInfo)]
+    names = FrameInfo._fields
     types = {"expnum": pa.int64(), "exptime": pa.float64(), "has_wcs": pa.bool_(),
              "size": pa.int64(), "mtime_ns": pa.int64()}
     schema = pa.schema([(n, types.get(n, pa.string())) for n in names],
@@ -384,3 +385,20 @@ def judge(info: FrameInfo, instrument: dict) -> str | None:
     if info.imagetyp == "object" and not info.has_wcs:
         problems.append("missing or invalid WCS (no celestial CTYPE1/CTYPE2)")
     return "; ".join(problems) or None
+
+
+#: The row fields :func:`judge` reads.
+_JUDGED = operator.attrgetter("imagetyp", "problem", "shapes", "datasecs", "band", "has_wcs")
+
+
+def judge_all(
+    rows: Iterable[FrameInfo], instrument: dict
+) -> Iterator[tuple[FrameInfo, str | None]]:
+    """``(row, judge(row))`` for every row, judging each distinct set of header facts once
+    (a survey's 10^5 files share a handful)."""
+    verdicts: dict[tuple, str | None] = {}
+    for row in rows:
+        key = _JUDGED(row)
+        if key not in verdicts:
+            verdicts[key] = judge(row, instrument)
+        yield row, verdicts[key]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from astroflow import config as config_mod
 from astroflow.cli_common import add_config_args, setup_logging
-from astroflow.io.archive import judge, scan_archive
+from astroflow.io.archive import judge_all, scan_archive
 from astroflow.io.profile import InstrumentProfile, load_profile
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,10 @@ def inspect_archive(
     """
     profile = profile or load_profile(cfg["instrument"].get("profile"))
     report = ArchiveReport(str(raw_dir), profile.name)
-    for row in scan_archive(raw_dir, profile, sheet=sheet):
+    for row, problem in judge_all(scan_archive(raw_dir, profile, sheet=sheet),
+                                  cfg["instrument"]):
         report.files.append(FileVerdict(
-            row.path, row.imagetyp, row.how, row.field, row.band,
-            judge(row, cfg["instrument"]), row.has_wcs,
+            row.path, row.imagetyp, row.how, row.field, row.band, problem, row.has_wcs,
         ))
     # what the reduction does without a master is reduce's rule: ask it
     from astroflow.reduce.masters import allowed_missing

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from astroflow.io.archive import FrameInfo, judge
+from astroflow.io.archive import FrameInfo, judge_all
 
 PLAN_FILE = "plan.json"
 
@@ -57,8 +57,7 @@ def plan_archive(rows: Iterable[FrameInfo], instrument: dict) -> Plan:
         The config's ``instrument`` section (bands, amplifier count and shape).
     """
     plan = Plan()
-    for row in rows:
-        reason = judge(row, instrument)
+    for row, reason in judge_all(rows, instrument):
         if reason:
             plan.unusable.append({"path": row.path, "hdu": None, "reason": reason})
         elif row.imagetyp == "object":
