@@ -110,6 +110,49 @@ def read_index(index_path: str | Path) -> CutoutIndex:
     return CutoutIndex(root, index["digest"], list(index["bands"]), stores, objects, upstream)
 
 
+def labels_catalogs(index: CutoutIndex) -> set[str | None]:
+    """The labels catalogs the fields were matched to (``provenance.labels`` of each store:
+    None for a field reduced without one, ``data.labels: null``); a store written before
+    stores recorded it gives ``"?"``."""
+    found: set[str | None] = set()
+    for store in index.stores.values():
+        provenance = zarr.open_group(store, mode="r").attrs.get("provenance") or {}
+        found.add(provenance.get("labels", "?"))
+    return found
+
+
+def check_labelled(index: CutoutIndex) -> None:
+    """Fail in one line, naming the labels catalog and its config key, when no object of the
+    dataset is labelled: nothing can be trained, and no split setting can change that.
+
+    Raises
+    ------
+    ValueError
+        Saying whether the fields were reduced without a labels catalog or matched none of
+        its stars and galaxies, and what to do.
+    """
+    labels = index.objects["label"].to_numpy()
+    if (labels >= 0).any():
+        return
+    where, n = index.root / "index.json", len(labels)
+    catalogs = labels_catalogs(index)
+    if catalogs == {None}:
+        raise ValueError(
+            f"{where}: no labels: its {n} objects were reduced without a labels catalog "
+            "(data.labels: null), so there is nothing to train on; set data.labels to a catalog "
+            "of ra, dec and class and rerun, or apply a trained model to this archive with "
+            "`astroflow predict` (docs/own_data.md)"
+        )
+    named = sorted(c for c in catalogs if c and c != "?")
+    which = ", ".join(named) if named else "given to reduce"
+    raise ValueError(
+        f"{where}: no labels: none of its {n} objects matched a star or galaxy of the labels "
+        f"catalog {which} (data.labels) within reduce.match_radius_arcsec; check that the "
+        "catalog covers these fields and data.labels_columns (ra and dec in degrees, the class "
+        "values meaning star and galaxy)"
+    )
+
+
 def open_images(store: Path) -> zarr.Array:
     """The ``images`` array of a field's Zarr group, checked to be ``(N, bands, S, S)``."""
     try:
@@ -459,9 +502,11 @@ class CutoutDataModule(L.LightningDataModule):
     def check_targets(self) -> None:
         """Fail early, naming the index, when train or val cannot train the task.
 
-        classification: :meth:`check_classes`. morphology: train and val each need at least two
-        galaxies with catalog morphology (the standardisation and the NMAD need two).
+        No labelled object at all: :func:`check_labelled`. classification:
+        :meth:`check_classes`. morphology: train and val each need at least two galaxies with
+        catalog morphology (the standardisation and the NMAD need two).
         """
+        check_labelled(self.index)
         if self.task == "classification":
             self.check_classes()
             return

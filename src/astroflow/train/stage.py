@@ -26,7 +26,13 @@ import torch
 from astroflow import tracking
 from astroflow.cli_common import add_config_args, resolve_config, setup_logging
 from astroflow.split import assign_splits, split_counts
-from astroflow.train.data import TASKS, CutoutDataModule, read_index, task_targets
+from astroflow.train.data import (
+    TASKS,
+    CutoutDataModule,
+    check_labelled,
+    read_index,
+    task_targets,
+)
 from astroflow.train.fit import (
     BEST_CKPT,
     TASK_MONITOR,
@@ -99,6 +105,7 @@ def run(
     bands = cfg["instrument"]["bands"]
     if index.bands != bands:
         raise ValueError(f"{index_path}: bands {index.bands} differ from instrument.bands {bands}")
+    check_labelled(index)  # before the split: without labels there is nothing to split
     out_dir.mkdir(parents=True, exist_ok=True)
     split = assign_splits(index.objects, cfg["train"]["split"], seed=cfg["seed"])
     datamodule = CutoutDataModule.from_config(cfg, index, split, task=task)
