@@ -18,9 +18,21 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/reduce.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/predict.smk"
 
 
+# data.labels: null (an archive without labels) stops after reduce; predict.model adds the
+# model's p_galaxy for every object of the reduced archive.
 rule all:
     input:
-        expand("results/evaluate/{model}/metrics.json", model=config["train"]["models"]),
+        (
+            expand("results/evaluate/{model}/metrics.json", model=config["train"]["models"])
+            if LABELS
+            else [
+                "results/reduce/index.json",
+                "results/reduce/objects.parquet",
+                "results/reduce/quarantine.json",
+            ]
+        ),
+        PREDICT,
     default_target: True

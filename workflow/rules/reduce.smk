@@ -33,7 +33,8 @@ rule reduce_field:
         exposures=lambda wildcards: SCIENCE[wildcards.field],
         plan=f"{PLAN_DIR}/fields/{{field}}.txt",
         calib="results/reduce/calib/masters.json",
-        labels=LABELS,
+        # data.labels: null: no labels catalog; "--labels" then gets no value (all labels -1)
+        labels=[LABELS] if LABELS else [],
     output:
         store=directory("results/reduce/fields/{field}.zarr"),
         objects="results/reduce/fields/{field}.objects.parquet",

@@ -48,7 +48,12 @@ from astroflow.reduce.exposure_work import (
     detect,
     exposure_products,
 )
-from astroflow.reduce.labels import labels_columns, match_catalog, read_labels
+from astroflow.reduce.labels import (
+    labels_columns,
+    match_catalog,
+    read_labels,
+    unlabelled_columns,
+)
 from astroflow.reduce.masters import allowed_missing, cached_masters
 from astroflow.reduce.products import Product, ProductCache
 from astroflow.reduce.store import field_digest, write_field_store, write_parquet, write_text
@@ -263,7 +268,7 @@ class FieldReducer:
         """Reduce ``paths`` (``sha256``: their hashes where known); returns (planes, objects
         table, used exposure paths). ``labels``: the labels catalog the objects are matched
         to (columns ``label``, ``label_sersic_n``, ``label_ellipticity``), matched while the
-        exposure tasks run."""
+        exposure tasks run; None (``data.labels: null``): every object unlabelled (-1)."""
         paths = self._ordered(paths, sha256 or {})
         candidates = self._in_detection_band(paths)
         kept = self._kept_detection(candidates[:1])
@@ -308,6 +313,8 @@ class FieldReducer:
             if problem is not None:
                 self._set_aside(problem)
             table = table.assign(**columns)
+        else:
+            table = table.assign(**unlabelled_columns(len(table)))
         return planes, table, used
 
     def _labelled(self, path: str, catalog: Catalog) -> tuple[dict, FrameError | None]:
@@ -474,9 +481,16 @@ class FieldReducer:
 
 
 def _store_attrs(
-    cfg: dict, field: str, n_objects: int, digest: str, inputs: dict[str, str], dask_spec: dict
+    cfg: dict,
+    field: str,
+    n_objects: int,
+    digest: str,
+    inputs: dict[str, str],
+    dask_spec: dict,
+    labels_path: str | None = None,
 ) -> dict:
-    """The field store's group attributes: what its planes hold, and their provenance."""
+    """The field store's group attributes: what its planes hold, and their provenance
+    (``provenance.labels``: the labels catalog the objects were matched to, None without)."""
     return {
         "bands": list(cfg["instrument"]["bands"]),
         "pixel_scale_arcsec": float(cfg["instrument"]["pixel_scale_arcsec"]),
@@ -488,6 +502,7 @@ def _store_attrs(
         "mask_bits": {"1": "bad/saturated/bleed", "2": "cosmic ray", "4": "off-detector"},
         "provenance": {
             "inputs": dict(sorted(inputs.items())),
+            "labels": str(labels_path) if labels_path else None,
             "config_hash": config_hash({k: cfg[k] for k in ("reduce", "instrument")}),
             "code_version": astroflow.__version__,
         },
@@ -571,7 +586,7 @@ def reduce_field(
     field: str,
     exposures: list[str],
     calib_dir: str,
-    labels_path: str,
+    labels_path: str | None,
     out_store: str,
     out_objects: str,
     out_quarantine: str,
@@ -582,6 +597,9 @@ def reduce_field(
 
     Parameters
     ----------
+    labels_path : str or None
+        The labels catalog (``data.labels``); None: no labels, every object's ``label`` is -1
+        (a reduce-only archive, docs/own_data.md).
     threads : int
         The rule's threads, handed to :func:`astroflow.dask_cluster.dask_client`.
     cache_dir : str, optional
@@ -601,11 +619,12 @@ def reduce_field(
     paths = [str(p) for p in exposures]
     with ThreadPoolExecutor(max_workers=2) as pool:  # file reads and sha256 release the GIL
         hashing = pool.map(_sha256_if_readable, paths)
-        labels_hashing = pool.submit(_sha256_if_readable, labels_path)  # unreadable: see run
+        # unreadable: see run
+        labels_hashing = pool.submit(_sha256_if_readable, labels_path) if labels_path else None
         # meanwhile the masters, loaded before the workers start so forked ones inherit them
         masters = cached_masters(calib_dir, layout)
         sha256 = {p: h for p, h in zip(paths, hashing, strict=True) if h is not None}
-        labels_sha256 = labels_hashing.result()
+        labels_sha256 = labels_hashing.result() if labels_hashing else None
     uncorrected = masters.uncorrected(cfg["instrument"]["bands"], allowed_missing(cfg["reduce"]))
     if uncorrected:
         log.warning("field %s: %s: those corrections are not applied (reduce.allow_uncorrected)",
@@ -624,23 +643,25 @@ def reduce_field(
         planes, table, used = reducer.run(paths, sha256, labels_path)
         inputs = {p: reducer.sha256[p] for p in sorted(used)}
         inputs.update(masters.inputs)
-        inputs[str(labels_path)] = labels_sha256
+        if labels_path:
+            inputs[str(labels_path)] = labels_sha256
         with ThreadPoolExecutor(max_workers=1) as side:  # hashed while the planes are written
             digest = side.submit(field_digest, planes["images"], table)
             write_field_store(
                 out_store,
                 planes,
-                lambda: _store_attrs(cfg, field, len(table), digest.result(), inputs, runner.spec),
+                lambda: _store_attrs(cfg, field, len(table), digest.result(), inputs, runner.spec,
+                                     labels_path),
                 int(cfg["reduce"]["chunk_objects"]),
             )
     write_parquet(out_objects, table)
     write_text(out_quarantine, json.dumps(reducer.quarantine, indent=2) + "\n")
     n_labelled = int((table["label"] >= 0).sum())
     log.info(
-        "field %s: %d objects (%d labelled) from %d exposures; %d file(s) quarantined",
+        "field %s: %d objects (%s) from %d exposures; %d file(s) quarantined",
         field,
         len(table),
-        n_labelled,
+        f"{n_labelled} labelled" if labels_path else "no labels catalog: data.labels is null",
         len(used),
         len(reducer.quarantine),
     )

@@ -186,9 +186,7 @@ def match_catalog(
     ``label`` as :func:`match_labels` gives it, then ``label_sersic_n`` and
     ``label_ellipticity``, NaN where no entry lies within the radius, where the catalog has
     no such column, or where the entry's value is missing or not finite."""
-    n = len(ra_deg)
-    out = {"label": np.full(n, UNLABELLED, np.int8)}
-    out.update({col: np.full(n, np.nan) for col in MORPHOLOGY_COLUMNS.values()})
+    out = unlabelled_columns(len(ra_deg))
     rows = _rows_near(ra_deg, dec_deg, labels, radius_arcsec)
     if rows.size == 0:  # no detections, or no catalog rows near them
         return out
@@ -202,6 +200,14 @@ def match_catalog(
         values = np.ma.filled(np.ma.asarray(labels[role], dtype=float), np.nan)
         values[~np.isfinite(values)] = np.nan
         out[MORPHOLOGY_COLUMNS[role]][close] = values[index[close]]
+    return out
+
+
+def unlabelled_columns(n: int) -> dict[str, np.ndarray]:
+    """The label columns of ``n`` objects without a labels catalog (``data.labels: null``):
+    ``label`` -1 and NaN morphology, the same columns :func:`match_catalog` gives."""
+    out = {"label": np.full(n, UNLABELLED, np.int8)}
+    out.update({col: np.full(n, np.nan) for col in MORPHOLOGY_COLUMNS.values()})
     return out
 
 

@@ -47,11 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--exposures-from", metavar="LIST", help="file listing the raw exposures, one a line"
     )
     field.add_argument("--calib", required=True, metavar="DIR", help="masters directory")
+    # nargs="?": a rule that expands an empty input list (data.labels: null) leaves "--labels"
+    # without a value.
     field.add_argument(
         "--labels",
-        required=True,
+        nargs="?",
+        const=None,
+        default=None,
         metavar="PATH",
-        help="labels catalog (ECSV, CSV or FITS table; columns per data.labels_columns)",
+        help="labels catalog (ECSV, CSV or FITS table; columns per data.labels_columns); "
+        "absent or empty: no labels, every object's label is -1",
     )
     field.add_argument("--out-store", required=True, metavar="DIR")
     field.add_argument("--out-objects", required=True, metavar="PATH")
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.field,
                 args.exposures or read_list(args.exposures_from),
                 args.calib,
-                args.labels,
+                args.labels or None,
                 args.out_store,
                 args.out_objects,
                 args.out_quarantine,
