@@ -517,6 +517,16 @@ def build_masters(paths: list[str], cfg: dict, out_dir: str | Path) -> dict:
         problems.extend(FrameError(f.path, None, reason) for f in stack.frames)
         _check_strict(cfg, problems)
 
+    def keep(label: str, master: np.ndarray, stack: Stack, judged: tuple[dict, list[str]],
+             name: str, cards: dict) -> dict | None:
+        """Save a master that passed its checks (its masters.json entry), else refuse it."""
+        quality, failed = judged
+        if failed:
+            refuse(label, stack, quality, failed)
+            return None
+        log.info("master %s from %d frames", label, len(stack.frames))
+        return _save(out / name, master, stack.frames, cards, quality)
+
     by_type = {k: [f for f in frames if f.imagetyp == k] for k in ("bias", "dark")}
     absent = [k for k in ("bias", "dark") if not by_type[k] and k not in allowed]
     if absent:  # before reading any pixels
@@ -531,19 +541,10 @@ def build_masters(paths: list[str], cfg: dict, out_dir: str | Path) -> dict:
                 log.info("no overscan (no BIASSEC in the headers, instrument.overscan_cols 0): "
                          "bias level from bias frames only")  # fmt: skip
             master = _combine(stack.images)
-            quality, failed = _judge("bias", master, stack, checks)
-            if failed:
-                refuse("bias", stack, quality, failed)
-            else:
-                bias = master
-                record["bias"] = _save(
-                    out / "master_bias.fits",
-                    bias,
-                    stack.frames,
-                    {"IMAGETYP": "master bias", "BUNIT": "electron"},
-                    quality,
-                )
-                log.info("master bias from %d frames", len(stack.frames))
+            record["bias"] = keep("bias", master, stack, _judge("bias", master, stack, checks),
+                                  "master_bias.fits",
+                                  {"IMAGETYP": "master bias", "BUNIT": "electron"})
+            bias = master if record["bias"] else None
         del stack
     if bias is None:
         if "bias" not in allowed:
@@ -567,19 +568,10 @@ def build_masters(paths: list[str], cfg: dict, out_dir: str | Path) -> dict:
             stack.images = []
             master = _combine(rates)
             del rates
-            quality, failed = _judge("dark", master, stack, checks, exptimes=exptimes)
-            if failed:
-                refuse("dark", stack, quality, failed)
-            else:
-                dark = master
-                record["dark"] = _save(
-                    out / "master_dark.fits",
-                    dark,
-                    stack.frames,
-                    {"IMAGETYP": "master dark", "BUNIT": "electron/s"},
-                    quality,
-                )
-                log.info("master dark from %d frames", len(stack.frames))
+            judged = _judge("dark", master, stack, checks, exptimes=exptimes)
+            record["dark"] = keep("dark", master, stack, judged, "master_dark.fits",
+                                  {"IMAGETYP": "master dark", "BUNIT": "electron/s"})
+            dark = master if record["dark"] else None
         del stack
     if dark is None:
         if "dark" not in allowed:
@@ -618,18 +610,12 @@ def build_masters(paths: list[str], cfg: dict, out_dir: str | Path) -> dict:
         flat = _combine(normalised)
         del normalised
         flat = flat / np.median(flat)
-        quality, failed = _judge("flat", flat, stack, checks, levels=levels)
-        if failed:
-            refuse(f"flat {band}", stack, quality, failed)
-            continue
-        record["flat"][band] = _save(
-            out / f"master_flat_{band}.fits",
-            flat,
-            stack.frames,
-            {"IMAGETYP": "master flat", "FILTER": band, "BUNIT": ""},
-            quality,
-        )
-        log.info("master flat %s from %d frames", band, len(stack.frames))
+        entry = keep(f"flat {band}", flat, stack,
+                     _judge("flat", flat, stack, checks, levels=levels),
+                     f"master_flat_{band}.fits",
+                     {"IMAGETYP": "master flat", "FILTER": band, "BUNIT": ""})
+        if entry:
+            record["flat"][band] = entry
 
     for band in cfg["instrument"]["bands"]:
         if band not in record["flat"]:
