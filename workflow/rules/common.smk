@@ -39,6 +39,7 @@ CODE_PATHS = {
     "reduce": ["reduce", "io"],
     "train": ["train", "split.py"],
     "evaluate": ["evaluate", "reduce", "io"],
+    "predict": ["lineage/predict.py", "train"],
 }
 COMMON_CODE = ["config.py", "cli_common.py"]
 
@@ -62,6 +63,7 @@ STAGE_SECTIONS = {
     "reduce": ["seed", "instrument", "reduce"],
     "train": ["seed", "instrument", "reduce", "train"],
     "evaluate": ["seed", "instrument", "reduce", "train", "evaluate"],
+    "predict": ["predict"],
     "tracking": [],
 }
 

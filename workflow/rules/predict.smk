@@ -3,10 +3,6 @@
 # dataset. Only when predict.model names a model (config/config.yaml).
 from astroflow.lineage import predict as _predict
 
-# The predict stage's sections and code, as common.smk lists the other stages'.
-STAGE_SECTIONS.setdefault("predict", ["predict"])
-CODE_PATHS.setdefault("predict", ["lineage/predict.py", "train"])
-
 PREDICT_MODEL = config["predict"]["model"]
 PREDICT = (
     [f"results/predict/{_predict.output_name(PREDICT_MODEL)}.parquet"] if PREDICT_MODEL else []
