@@ -87,3 +87,21 @@ def test_vanished_input_is_an_error_naming_it(archive):
     (root / "data/raw/calib/bias_000.fits").unlink()
     with pytest.raises(FileNotFoundError, match="bias_000.fits"):
         manifest.build_manifest({f["path"]: f["sha256"] for f in m["files"]})
+
+
+def test_a_labels_catalog_in_any_format_is_the_labels(tmp_path, monkeypatch):
+    """The stores name their catalog: a CSV catalog is the labels, not a science exposure
+    (whose missing archive root would make reproduce refuse)."""
+    monkeypatch.chdir(tmp_path)
+    files = {"data/raw/F00_r.fits": b"r", "data/raw/F00_g.fits": b"g",
+             "cats/labels.csv": b"ra,dec,class"}
+    for rel, data in files.items():
+        os.makedirs(os.path.dirname(rel), exist_ok=True)
+        with open(rel, "wb") as fh:
+            fh.write(data)
+    inputs = {rel: sha256_file(rel) for rel in files}
+    m = manifest.build_manifest(inputs, labels=["cats/labels.csv"])
+    roles = {f["path"]: f["role"] for f in m["files"]}
+    assert roles == {"data/raw/F00_r.fits": "science", "data/raw/F00_g.fits": "science",
+                     "cats/labels.csv": "labels"}
+    assert m["root"] == str(tmp_path / "data/raw")

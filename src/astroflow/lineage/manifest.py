@@ -38,9 +38,10 @@ def manifest_digest(files: Iterable[Mapping]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def _role(path: str) -> str:
+def _role(path: str, labels: frozenset[str] = frozenset()) -> str:
     name = Path(path).name.lower()
-    if name.endswith(".ecsv"):
+    # the catalog the stores name (any format); an .ecsv in stores that predate that record
+    if path in labels or (not labels and name.endswith(".ecsv")):
         return "labels"
     parts = Path(path).parts
     return "calib" if "calib" in parts or name.startswith(("bias", "dark", "flat")) else "science"
@@ -55,7 +56,10 @@ def _inside(path: str, root: Path) -> bool:
 
 
 def build_manifest(
-    inputs: Mapping[str, str], quarantined: Iterable[str] = (), exclude_under: Path | None = None
+    inputs: Mapping[str, str],
+    quarantined: Iterable[str] = (),
+    exclude_under: Path | None = None,
+    labels: Iterable[str] = (),
 ) -> dict:
     """The manifest from ``{path: sha256}`` of the inputs read and the quarantined paths.
 
@@ -67,6 +71,9 @@ def build_manifest(
         Raw files set aside; hashed here when they still exist.
     exclude_under : Path, optional
         Paths inside this folder (the reduce outputs: master calibrations) are not raw input.
+    labels : iterable of str, optional
+        The labels catalog(s) among the inputs (the stores' ``provenance.labels``), whatever
+        their format; without them an ``.ecsv`` input is taken for the catalog.
 
     Returns
     -------
@@ -76,15 +83,17 @@ def build_manifest(
         folder holding every raw (non-label) file, the raw archive root.
     """
     entries: dict[str, dict] = {}
+    labels = frozenset(labels)
     for path, sha in inputs.items():
         if exclude_under is not None and _inside(path, exclude_under):
             continue
-        entries[path] = {"path": path, "role": _role(path), "sha256": sha, "quarantined": False}
+        entries[path] = {"path": path, "role": _role(path, labels), "sha256": sha,
+                         "quarantined": False}
     for path in quarantined:
         if path in entries or not os.path.isfile(path):
             continue
-        entries[path] = {"path": path, "role": _role(path), "sha256": sha256_file(path),
-                         "quarantined": True}
+        entries[path] = {"path": path, "role": _role(path, labels),
+                         "sha256": sha256_file(path), "quarantined": True}
     for path, entry in entries.items():
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: raw input recorded by reduce no longer exists")
@@ -122,6 +131,7 @@ def manifest_for_index(index: Mapping, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     inputs: dict[str, str] = {}
     quarantined: list[str] = []
+    labels: set[str] = set()
     calib_dirs: set[Path] = set()
     for field, entry in sorted(index["fields"].items()):
         store = out_dir / entry["store"]
@@ -132,6 +142,8 @@ def manifest_for_index(index: Mapping, out_dir: str | Path) -> dict:
             raise ValueError(f"{store}: attrs lack provenance.inputs ({exc}); field {field} "
                              "was reduced by an older astroflow") from exc
         inputs.update(recorded)
+        if attrs["provenance"].get("labels"):
+            labels.add(attrs["provenance"]["labels"])
         calib_dirs.update(Path(p).parent for p in recorded if _inside(p, out_dir))
     qfile = out_dir / "quarantine.json"
     if qfile.exists():
@@ -141,7 +153,7 @@ def manifest_for_index(index: Mapping, out_dir: str | Path) -> dict:
         if masters.exists():
             record = json.loads(masters.read_text())
             quarantined += [q["path"] for q in record.get("quarantine", [])]
-    manifest = build_manifest(inputs, quarantined, exclude_under=out_dir)
+    manifest = build_manifest(inputs, quarantined, exclude_under=out_dir, labels=labels)
     log.info("raw manifest %s: %d files", manifest["digest"][:12], manifest["n_files"])
     return manifest
 
