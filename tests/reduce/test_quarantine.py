@@ -87,6 +87,9 @@ def test_each_reason_is_quarantined_and_the_field_continues(
         assert set(by_file[name]) == {"path", "hdu", "reason"}
     assert by_file["wrongshape.fits"]["hdu"] == "AMP2"
     assert f"{len(REASONS)} file(s) quarantined" in log_text
+    # only the good exposures were calibrated: one set aside is not counted as calibrated
+    n_good = len(archive.science_paths)
+    assert f"field F00: {n_good} exposure(s) calibrated" in log_text, log_text[-2000:]
     import pandas as pd
 
     table = pd.read_parquet(out / "F00.objects.parquet")

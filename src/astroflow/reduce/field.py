@@ -40,6 +40,7 @@ from astroflow.reduce.board import CatalogBoard
 from astroflow.reduce.cache import ExposureCache
 from astroflow.reduce.cutouts import BandAccumulator
 from astroflow.reduce.detect import Catalog, flux_to_mag
+from astroflow.reduce.flags import FlagSettings, flag_bits_attr, flag_counts, object_flags
 from astroflow.reduce.exposure_work import (
     Detection,
     DetectionFrame,
@@ -158,7 +159,8 @@ class FieldReducer:
         self.products = work.products
         #: sha256 of every exposure file, filled by :meth:`run` (provenance and cache keys).
         self.sha256: dict[str, str] = {}
-        self.n_calibrated = 0
+        #: exposures calibrated here rather than taken from the cache (:attr:`n_calibrated`)
+        self._calibrated: set[str] = set()
         self.n_from_cache = 0
         self.layout = Layout.from_config(cfg)
         self.bands: list[str] = list(cfg["instrument"]["bands"])
@@ -211,7 +213,12 @@ class FieldReducer:
         if self.cache is not None and sha is not None and self.cache.has(sha):
             self.n_from_cache += 1
         else:
-            self.n_calibrated += 1
+            self._calibrated.add(path)
+
+    @property
+    def n_calibrated(self) -> int:
+        """Exposures calibrated here; one set aside on the way (quarantined) is not."""
+        return len(self._calibrated - {entry["path"] for entry in self.quarantine})
 
     def _detect(
         self, first: Future | None, candidates: list[str], board: CatalogBoard
@@ -308,6 +315,7 @@ class FieldReducer:
             self.n_from_cache,
         )
         table = self._table(catalog, detection, fold.phot, fold.ids)
+        table["flags"] = self._flags(fold, catalog)
         if labelled is not None:
             columns, problem = labelled.result()
             if problem is not None:
@@ -316,6 +324,24 @@ class FieldReducer:
         else:
             table = table.assign(**unlabelled_columns(len(table)))
         return planes, table, used
+
+    def _flags(self, fold: _FieldSums, catalog: Catalog) -> np.ndarray:
+        """The objects' ``flags`` (:mod:`astroflow.reduce.flags`) from the combined mask
+        planes, the exposures covering each object and the detection catalog; logged."""
+        n_exposures = np.array(
+            [[len(fold.ids[b][i]) for b in self.bands] for i in range(len(catalog))], np.int64
+        ).reshape(len(catalog), len(self.bands))
+        flags = object_flags(
+            fold.planes[2],
+            n_exposures,
+            np.column_stack([catalog.x, catalog.y]),
+            self.scale,
+            FlagSettings.from_config(self.cfg["reduce"]["flags"]),
+        )
+        counts = ", ".join(f"{k} {v}" for k, v in flag_counts(flags).items() if v)
+        log.info("field %s: %d of %d objects flagged (%s)", self.field, int((flags != 0).sum()),
+                 len(flags), counts or "none")
+        return flags
 
     def _labelled(self, path: str, catalog: Catalog) -> tuple[dict, FrameError | None]:
         """The label columns of ``catalog``'s objects from the labels catalog at ``path``,
@@ -500,6 +526,7 @@ def _store_attrs(
         "digest": digest,
         "cutout_centre_pix": [cfg["reduce"]["cutout_size"] // 2] * 2,
         "mask_bits": {"1": "bad/saturated/bleed", "2": "cosmic ray", "4": "off-detector"},
+        "flag_bits": flag_bits_attr(),
         "provenance": {
             "inputs": dict(sorted(inputs.items())),
             "labels": str(labels_path) if labels_path else None,
