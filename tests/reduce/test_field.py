@@ -98,6 +98,24 @@ def test_zarr_store_round_trip_with_provenance(epochs2):
     assert table["exposure_ids_r"].iloc[0] == "1002,1003"
 
 
+def test_flags_column_follows_the_stored_mask_planes(epochs2):
+    """The field job's ``flags`` are what the flags module gives on the store's own mask
+    plane, exposure ids and positions, and the store names every bit."""
+    from astroflow.reduce.flags import FLAG_BITS, FlagSettings, object_flags
+
+    archive, cfg, calib, out = epochs2
+    group = zarr.open_group(str(out / "F00.zarr"), mode="r", zarr_format=3)
+    table = pd.read_parquet(out / "F00.objects.parquet")
+    assert table["flags"].dtype == np.int32
+    n_exp = np.array([[len(s.split(",")) if s else 0 for s in table[f"exposure_ids_{b}"]]
+                      for b in BANDS]).T
+    expected = object_flags(group["mask"][:], n_exp, table[["x", "y"]].to_numpy(),
+                            cfg["instrument"]["pixel_scale_arcsec"],
+                            FlagSettings.from_config(cfg["reduce"]["flags"]))
+    assert table["flags"].tolist() == expected.tolist()
+    assert set(group.attrs["flag_bits"]) == {str(b) for b in FLAG_BITS.values()}
+
+
 def test_photometry_labels_and_flux_units(epochs2):
     archive, cfg, calib, out = epochs2
     table = pd.read_parquet(out / "F00.objects.parquet")

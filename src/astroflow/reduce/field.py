@@ -40,7 +40,6 @@ from astroflow.reduce.board import CatalogBoard
 from astroflow.reduce.cache import ExposureCache
 from astroflow.reduce.cutouts import BandAccumulator
 from astroflow.reduce.detect import Catalog, flux_to_mag
-from astroflow.reduce.flags import FlagSettings, flag_bits_attr, flag_counts, object_flags
 from astroflow.reduce.exposure_work import (
     Detection,
     DetectionFrame,
@@ -49,6 +48,7 @@ from astroflow.reduce.exposure_work import (
     detect,
     exposure_products,
 )
+from astroflow.reduce.flags import FlagSettings, flag_bits_attr, flag_counts, object_flags
 from astroflow.reduce.labels import (
     labels_columns,
     match_catalog,
