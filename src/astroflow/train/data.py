@@ -35,6 +35,8 @@ import torch
 import zarr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from astroflow.reduce.flags import flag_mask
+
 log = logging.getLogger(__name__)
 
 
@@ -207,11 +209,25 @@ def task_targets(objects: pd.DataFrame, task: str, source: str = "object table")
     return mask, targets.astype(np.float32)
 
 
+def flagged(objects: pd.DataFrame, exclude_flags: Sequence[str]) -> np.ndarray:
+    """Objects carrying any of the object flags ``exclude_flags`` (``train.exclude_flags``,
+    names of :data:`astroflow.reduce.flags.FLAG_BITS`); none where the table has no
+    ``flags`` column (reduced before flags existed)."""
+    if not exclude_flags or "flags" not in objects.columns:
+        return np.zeros(len(objects), bool)
+    return flag_mask(objects["flags"].to_numpy(), exclude_flags)
+
+
 def select_rows(
-    index: CutoutIndex, split_table: pd.DataFrame, split: str, task: str = "classification"
+    index: CutoutIndex,
+    split_table: pd.DataFrame,
+    split: str,
+    task: str = "classification",
+    exclude_flags: Sequence[str] = (),
 ) -> list[FieldRows]:
-    """Objects of ``split`` that train ``task``, per field, rows sorted so chunk reads are
-    contiguous (see :func:`task_targets`)."""
+    """Objects of ``split`` that train ``task`` and carry none of ``exclude_flags``, per
+    field, rows sorted so chunk reads are contiguous (see :func:`task_targets`); how many
+    the flags left out is logged."""
     merged = index.objects.merge(
         split_table[["object_id", "split"]], on="object_id", how="left", validate="one_to_one"
     )
@@ -219,7 +235,12 @@ def select_rows(
         missing = merged.loc[merged["split"].isna(), "object_id"].iloc[0]
         raise ValueError(f"split table: object {missing!r} has no split")
     usable, targets = task_targets(merged, task, str(index.root / "index.json"))
-    keep = np.flatnonzero(usable & (merged["split"] == split).to_numpy())
+    usable = usable & (merged["split"] == split).to_numpy()
+    dropped = usable & flagged(merged, exclude_flags)
+    if dropped.any():
+        log.info("%s (%s): %d of %d objects left out by train.exclude_flags %s", split, task,
+                 int(dropped.sum()), int(usable.sum()), list(exclude_flags))
+    keep = np.flatnonzero(usable & ~dropped)
     keep = keep[np.lexsort((merged["row"].to_numpy()[keep], merged["field"].to_numpy()[keep]))]
     fields = merged["field"].to_numpy()[keep]
     out = []
@@ -450,6 +471,8 @@ class CutoutDataModule(L.LightningDataModule):
     task
         ``classification`` (labels: the class) or ``morphology`` (labels: the catalog's
         ``(sersic_n, ellipticity)`` of galaxies), see :func:`task_targets`.
+    exclude_flags
+        Object flags (``train.exclude_flags``) whose objects no split uses.
     """
 
     def __init__(
@@ -462,6 +485,7 @@ class CutoutDataModule(L.LightningDataModule):
         num_workers: int = 0,
         chunks_per_block: int = 4,
         task: str = "classification",
+        exclude_flags: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.task = task
@@ -473,7 +497,13 @@ class CutoutDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.chunks_per_block = chunks_per_block
         self.datasets: dict[str, _EpochSeeded] = {}
-        self.rows = {s: select_rows(index, split_table, s, task) for s in ("train", "val", "test")}
+        if exclude_flags and "flags" not in index.objects.columns:
+            log.warning("%s: the object tables have no flags column (reduced before object "
+                        "flags): train.exclude_flags leaves nothing out", index.root)
+        self.rows = {
+            s: select_rows(index, split_table, s, task, exclude_flags)
+            for s in ("train", "val", "test")
+        }
 
     @classmethod
     def from_config(
@@ -493,6 +523,7 @@ class CutoutDataModule(L.LightningDataModule):
             cache_max_mb=train["cache_max_mb"],
             num_workers=train["num_workers"],
             task=task,
+            exclude_flags=train["exclude_flags"],
         )
 
     def n_labelled(self, split: str) -> int:
