@@ -113,11 +113,6 @@ class FrameInfo(NamedTuple):
         return out
 
 
-def normalise_imagetyp(value: object, profile: InstrumentProfile | None = None) -> str | None:
-    """Map an image-type value to ``object|bias|dark|flat`` by the profile (None if unknown)."""
-    return (profile or load_profile()).imagetyp_of(value)
-
-
 def _has_wcs(header: RawHeader) -> bool:
     types = (str(header.get("CTYPE1", "")), str(header.get("CTYPE2", "")))
     return any(t.upper().startswith(_CELESTIAL) for t in types)
@@ -206,16 +201,6 @@ def facts(found: FileHeaders, profile: InstrumentProfile, size: int = -1,
         size,
         mtime_ns,
     )
-
-
-def frame_info(path: str | Path, profile: InstrumentProfile | None = None) -> FrameInfo:
-    """Classify one file by its headers (and name), never raising for a bad file."""
-    profile = profile or load_profile()
-    try:
-        stat = os.stat(path)
-    except OSError as exc:
-        return FrameInfo(str(path), None, None, None, None, f"unreadable file: {exc}")
-    return facts(read_file_headers(path), profile, stat.st_size, stat.st_mtime_ns)
 
 
 def walk_archive(raw_dir: str | Path) -> list[tuple[str, int, int]]:
