@@ -13,6 +13,13 @@ import torch
 import zarr
 
 from astroflow.split import assign_splits
+from astroflow.train.augment import (
+    N_DIHEDRAL,
+    dihedral,
+    dihedral_spin2,
+    random_dihedral,
+    random_dihedral_k,
+)
 from astroflow.train.data import read_index, select_rows
 from astroflow.train.inference import (
     load_classifier,
@@ -65,6 +72,55 @@ def test_heads_give_one_logit_or_two_morphology_outputs(name):
     assert z.shape == (5, len(TARGETS)) and physical.shape == (5, 2)
     assert (physical[:, 0] > 0).all()
     assert ((physical[:, 1] >= 0) & (physical[:, 1] <= 1)).all()
+
+
+def _elliptical_gaussian(e1: float, e2: float, size: int = 33) -> np.ndarray:
+    """A Gaussian whose second moments have ellipticity ``(e1, e2)`` (distortion, x = column,
+    y = row), centred on the central pixel."""
+    yy, xx = np.mgrid[0:size, 0:size] - size // 2
+    d = np.hypot(e1, e2)
+    beta = 0.5 * np.arctan2(e2, e1)
+    # Moments along and across the major axis: (a2 - b2) / (a2 + b2) = d.
+    a2, b2 = 9.0 * (1 + d), 9.0 * (1 - d)
+    u = np.cos(beta) * xx + np.sin(beta) * yy
+    v = -np.sin(beta) * xx + np.cos(beta) * yy
+    return np.exp(-0.5 * (u**2 / a2 + v**2 / b2))
+
+
+def _moment_ellipticity(image: np.ndarray) -> np.ndarray:
+    yy, xx = np.mgrid[0 : image.shape[0], 0 : image.shape[1]] - image.shape[0] // 2
+    w = image / image.sum()
+    ixx, iyy, ixy = (w * xx * xx).sum(), (w * yy * yy).sum(), (w * xx * yy).sum()
+    return np.array([ixx - iyy, 2 * ixy]) / (ixx + iyy)
+
+
+@pytest.mark.parametrize("e", [(0.3, 0.0), (0.0, -0.25), (0.2, 0.15)])
+def test_ellipticity_components_turn_with_the_dihedral_augmentation(e):
+    """Targets (e1, e2) must turn with the image (issue 25): measured on the transformed image,
+    the moments' ellipticity is dihedral_spin2 of the original's, for each of the 8 transforms,
+    and |g| does not change."""
+    image = _elliptical_gaussian(*e)
+    e0 = _moment_ellipticity(image)
+    np.testing.assert_allclose(e0, e, atol=1e-3)
+    x = torch.from_numpy(image)[None, None]
+    for k in range(N_DIHEDRAL):
+        turned = _moment_ellipticity(dihedral(x, k)[0, 0].numpy())
+        expected = dihedral_spin2(torch.from_numpy(e0[None]), k)[0].numpy()
+        np.testing.assert_allclose(turned, expected, atol=1e-9, err_msg=f"k={k}")
+        assert np.hypot(*turned) == pytest.approx(np.hypot(*e0))
+
+
+def test_random_dihedral_k_reports_the_transform_it_drew():
+    x = torch.randn(16, 2, 12, 12)
+    torch.manual_seed(5)
+    out, ks = random_dihedral_k(x)
+    for i, k in enumerate(ks.tolist()):
+        assert torch.equal(out[i], dihedral(x[i : i + 1], k)[0])
+    torch.manual_seed(5)
+    assert torch.equal(random_dihedral(x), out)  # same draws, same pixels
+    e = torch.randn(16, 2)
+    per_row = torch.stack([dihedral_spin2(e[i : i + 1], int(k))[0] for i, k in enumerate(ks)])
+    assert torch.equal(dihedral_spin2(e, ks), per_row)
 
 
 def test_standardisation_round_trip_in_physical_units():

@@ -62,7 +62,30 @@ def random_dihedral(x: torch.Tensor) -> torch.Tensor:
     wait for the GPU eight times a step: ~23 % of a GPU training step's host time. The draws
     and the pixels are the same as that selection gave.
     """
+    return random_dihedral_k(x)[0]
+
+
+def random_dihedral_k(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`random_dihedral` and the transform ``k`` drawn for each image (same draws), for
+    targets that turn with the image (:func:`dihedral_spin2`)."""
     n, c, s, _ = x.shape
     ks = torch.randint(0, N_DIHEDRAL, (n,), device=x.device)
     sources = _dihedral_sources(s, x.device)[ks][:, None, :].expand(n, c, s * s)
-    return torch.gather(x.reshape(n, c, s * s), 2, sources).reshape(n, c, s, s)
+    return torch.gather(x.reshape(n, c, s * s), 2, sources).reshape(n, c, s, s), ks
+
+
+def dihedral_spin2(e: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
+    """Ellipticity components ``(N, 2)`` ``(e1, e2)`` of images after :func:`dihedral` ``k``.
+
+    ``e1 = |g| cos 2 beta`` and ``e2 = |g| sin 2 beta`` with ``beta`` the major axis' angle from
+    the array's x axis (columns) towards its y axis (rows). A spin-2 quantity: a quarter turn
+    (odd ``k % 4``) negates both, a half turn leaves them, and the flip of the x axis that
+    follows for ``k >= 4`` negates ``e2``. ``|g|`` and the Sersic index do not change; a
+    regressor of ``(e1, e2)`` must turn its targets with its augmented images by this (issue
+    25, docs/train.md: the morphology task), and undo it before averaging test-time
+    augmentations.
+    """
+    k = torch.as_tensor(k, device=e.device).expand(e.shape[0])
+    quarter = torch.where(k % 2 == 1, -1.0, 1.0).to(e.dtype)
+    flip = torch.where(k >= 4, -1.0, 1.0).to(e.dtype)
+    return torch.stack([e[:, 0] * quarter, e[:, 1] * quarter * flip], dim=1)

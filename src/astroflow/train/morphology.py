@@ -16,6 +16,12 @@ position has a few wild entries (blends, wrong matches) whose pull on the fit it
 The checkpoint and early stopping follow ``val/loss``; ``val/nmad_sersic_dex``,
 ``val/nmad_ellipticity`` and the matching biases are logged every epoch (under DDP, of the
 rank-0 share of the validation set).
+
+Known limitation (issue 25): trained on ``|g|``, an invariant of orientation, the network learns
+the galaxy type's mean ellipticity (from colours and concentration) instead of the galaxy's
+shape; the same network trained on components ``(e1, e2)`` that turn with the augmented image
+(:func:`astroflow.train.augment.dihedral_spin2`) measures shape as well as adaptive moments.
+That needs position-angle labels; docs/train.md has the diagnosis and the measurement.
 """
 
 from __future__ import annotations
