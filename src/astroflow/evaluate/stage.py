@@ -64,12 +64,15 @@ from astroflow.evaluate.saliency import (
 )
 from astroflow.evaluate.sextractor_baselines import SEXTRACTOR_BASELINES, score_sextractor
 from astroflow.evaluate.summary import (
+    flag_blocks,
     headline_mlflow_metrics,
+    log_flag_blocks,
     scored_blocks,
     summarize,
     validate_metrics,
 )
 from astroflow.io.plan import read_list
+from astroflow.reduce.flags import flag_mask
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +161,13 @@ class Extras:
     morphology: MorphologyResult | None = None
 
 
+def object_flags(objects: pd.DataFrame) -> np.ndarray:
+    """The objects' ``flags`` bitmask (int32); zeros for a table reduced before object flags."""
+    if "flags" not in objects.columns:
+        return np.zeros(len(objects), np.int32)
+    return objects["flags"].to_numpy(dtype=np.int32)
+
+
 def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
@@ -180,7 +190,10 @@ def evaluate_scores(
     cfg : dict
         Resolved config (``seed``, ``instrument``, ``reduce.detection_band``, ``evaluate``).
     test : DataFrame
-        Test objects, with ``true_label`` (1 galaxy, 0 star, -1 unknown: not evaluated).
+        Test objects, with ``true_label`` (1 galaxy, 0 star, -1 unknown: not evaluated) and
+        ``flags`` (optional): the headline metrics, plots and gallery use the objects with a
+        class and none of ``evaluate.exclude_flags``; metrics.json's ``flags`` block scores
+        each flag's objects on their own.
     scores : dict
         ``{"model": p, "concentration": p, "forest": p}`` on the rows of ``test``.
     truth_source : {"truth", "labels"}
@@ -204,12 +217,15 @@ def evaluate_scores(
     if mag_col not in test.columns:
         raise KeyError(f"object table lacks the detection-band magnitude column {mag_col!r}")
 
-    evaluated = test["true_label"].to_numpy() >= 0
+    ecfg = cfg["evaluate"]
+    flags = object_flags(test)
+    with_class = test["true_label"].to_numpy() >= 0
+    # the headline set: objects with a true class and none of evaluate.exclude_flags
+    evaluated = with_class & ~flag_mask(flags, ecfg["exclude_flags"])
     y = test["true_label"].to_numpy(dtype=np.int64)[evaluated]
     sc = {name: np.asarray(p, dtype=np.float64)[evaluated] for name, p in scores.items()}
     mag = test[mag_col].to_numpy(dtype=np.float64)[evaluated]
     rng = np.random.default_rng([int(cfg["seed"]), _SEED_STREAM])
-    ecfg = cfg["evaluate"]
     extras = extras or Extras()
     doc = summarize(y, sc, mag, list(ecfg["mag_bins"]), int(ecfg["n_bootstrap"]), rng,
                     truth_source, skipped=extras.skipped)
@@ -230,6 +246,11 @@ def evaluate_scores(
                 y, p_raw, HEADLINE, bootstrap_indices(y.size, int(ecfg["n_bootstrap"]), rng)
             ),
         }
+    doc["flags"] = flag_blocks(
+        test["true_label"].to_numpy(dtype=np.int64)[with_class],
+        {name: np.asarray(p, dtype=np.float64)[with_class] for name, p in scores.items()},
+        flags[with_class], list(ecfg["exclude_flags"]), int(ecfg["n_bootstrap"]), rng)
+    log_flag_blocks(doc["flags"])
     validate_metrics(doc)
     with open(out_dir / "metrics.json", "w") as fh:
         json.dump(doc, fh, indent=2, default=_json_default)
@@ -251,7 +272,9 @@ def evaluate_scores(
             pred[f"p_galaxy_{name}"] = np.asarray(p, dtype=np.float64)
     pred["label"] = test["true_label"].to_numpy(dtype=np.int8)
     pred["catalog_label"] = test["label"].to_numpy(dtype=np.int8)
-    pred["evaluated"] = evaluated
+    pred["evaluated"] = with_class
+    pred["flags"] = flags
+    pred["headline"] = evaluated
     for extra in ("truth_id", "truth_sep_arcsec"):
         if extra in test.columns:
             pred[extra] = test[extra].to_numpy()
@@ -352,11 +375,14 @@ def prepare_test_table(
     Returns
     -------
     train, test : DataFrame
-        ``split == 'train'`` and ``split == 'test'`` rows; ``test`` has ``true_label``
-        (and ``truth_id``, ``truth_sep_arcsec`` with a truth table).
+        ``split == 'train'`` rows without a ``train.exclude_flags`` flag (what the catalog
+        baselines learn from, as the model did) and ``split == 'test'`` rows; ``test`` has
+        ``true_label`` (and ``truth_id``, ``truth_sep_arcsec`` with a truth table).
     truth_source : {"truth", "labels"}
     """
-    train = objects[objects["split"] == "train"].reset_index(drop=True)
+    train = objects[(objects["split"] == "train").to_numpy()
+                    & ~flag_mask(object_flags(objects), cfg["train"]["exclude_flags"])]
+    train = train.reset_index(drop=True)
     test = objects[objects["split"] == "test"].reset_index(drop=True)
     if truth_is_given(truth):
         radius = float(cfg["evaluate"]["truth_match_radius_arcsec"])
@@ -444,7 +470,8 @@ def run(
         extras = Extras(forward=getattr(classifier, "model", None),
                         device=str(getattr(classifier, "device", "cpu")))
         if cfg["evaluate"]["calibration"] == "temperature":
-            val = objects[(objects["split"] == "val") & (objects["label"] >= 0)]
+            val = objects[(objects["split"] == "val").to_numpy() & (objects["label"] >= 0)
+                          & ~flag_mask(object_flags(objects), cfg["train"]["exclude_flags"])]
             log.info("temperature scaling: scoring %d labelled validation objects", len(val))
             p_val = score_model(classifier.predict_proba, reader.batches(val, batch_size),
                                 len(val), tta=tta)
@@ -478,6 +505,7 @@ def run(
         if extras.temperature is not None:
             mlflow.log_metric("calibration_temperature", extras.temperature)
         mlflow.log_metric("n_test_unscored", int((test["true_label"] < 0).sum()))
+        mlflow.log_metric("n_test_flag_excluded", doc["flags"]["n_excluded"])
         mlflow.log_param("evaluate_truth_source", source)
         mlflow.log_artifact(str(out_dir / "metrics.json"))
         mlflow.log_artifact(str(out_dir / "predictions.parquet"))

@@ -24,6 +24,7 @@ from astroflow.evaluate.paired_delta import (
     delta_mlflow_metrics,
     deltas_vs,
 )
+from astroflow.reduce.flags import FLAG_BITS, flag_mask
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,76 @@ def summarize(
         log.info("magnitude bin %d/%d [%.1f, %.1f): %d objects", i + 1, len(masks),
                  mag_bins[i], mag_bins[i + 1], yb.size)
     return doc
+
+
+def flag_blocks(
+    y: np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    flags: np.ndarray,
+    excluded: list[str],
+    n_bootstrap: int,
+    rng: np.random.Generator,
+) -> dict:
+    """metrics.json's ``flags`` block: how each scorer does on the objects of each flag.
+
+    Parameters
+    ----------
+    y, scores
+        True classes and every scorer's ``p_galaxy`` of all test objects with a true class,
+        flagged or not.
+    flags : int array
+        Their ``flags`` bitmask (:data:`astroflow.reduce.flags.FLAG_BITS`).
+    excluded : list of str
+        ``evaluate.exclude_flags``: the flags left out of the headline metrics.
+
+    Returns
+    -------
+    dict
+        ``excluded``, ``n_excluded`` (objects left out of the headline) and ``by_flag``:
+        per flag its ``bit``, whether it is ``excluded``, ``n``, ``n_galaxy``, ``n_star`` and
+        ``scorers`` (``{name: {"auc": {"value", "ci95"}}}``, null where undefined), each flag
+        with its own resamples shared by the scorers.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    by_flag = {}
+    for name, bit in FLAG_BITS.items():
+        has = flag_mask(flags, [name])
+        yf = y[has]
+        indices = bootstrap_indices(yf.size, n_bootstrap, rng)
+        by_flag[name] = {
+            "bit": bit,
+            "excluded": name in excluded,
+            "n": int(yf.size),
+            "n_galaxy": int(yf.sum()),
+            "n_star": int(yf.size - yf.sum()),
+            "scorers": {
+                scorer: interval_blocks(bootstrap_samples(yf, np.asarray(p)[has],
+                                                          {"auc": HEADLINE["auc"]}, indices))
+                for scorer, p in scores.items()
+            },
+        }
+    return {
+        "excluded": list(excluded),
+        "n_excluded": int(flag_mask(flags, excluded).sum()),
+        "by_flag": by_flag,
+    }
+
+
+def log_flag_blocks(block: Mapping) -> None:
+    """One log line for the headline's exclusions and one per flag present."""
+    log.info("headline metrics on clean objects: %d test object(s) with a true class left out "
+             "by evaluate.exclude_flags %s", block["n_excluded"], block["excluded"])
+    for name, entry in block["by_flag"].items():
+        if entry["n"]:
+            aucs = ", ".join(f"{scorer} {_number(m['auc']['value'])}" for scorer, m
+                             in entry["scorers"].items())
+            log.info("flag %s%s: %d objects (%d galaxies, %d stars); AUC %s", name,
+                     " (excluded)" if entry["excluded"] else "", entry["n"], entry["n_galaxy"],
+                     entry["n_star"], aucs)
+
+
+def _number(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
 
 
 def scored_blocks(doc: Mapping) -> dict[str, Mapping]:
