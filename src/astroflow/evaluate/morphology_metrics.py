@@ -129,15 +129,21 @@ def _is_constant(x: np.ndarray) -> bool:
     return spread <= 1e-12 * max(1.0, float(np.max(np.abs(x))))
 
 
+def _degenerate(t: np.ndarray, p: np.ndarray) -> float | None:
+    """What r and slope are where they are not computed: nan with fewer than two objects, a
+    constant ``t`` or a non-finite value; 0 for a constant ``p``; None otherwise."""
+    if t.size < 2 or not (np.all(np.isfinite(t)) and np.all(np.isfinite(p))) or _is_constant(t):
+        return float("nan")
+    return 0.0 if _is_constant(p) else None
+
+
 def pearson_r(t: np.ndarray, p: np.ndarray) -> float:
     """Pearson correlation of ``p`` with ``t``; 0 for a constant ``p``; nan with fewer than
     two objects, a constant ``t`` or a non-finite value."""
     t = np.asarray(t, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
-    if t.size < 2 or not (np.all(np.isfinite(t)) and np.all(np.isfinite(p))) or _is_constant(t):
-        return float("nan")
-    if _is_constant(p):
-        return 0.0
+    if (special := _degenerate(t, p)) is not None:
+        return special
     dt, dp = t - t.mean(), p - p.mean()
     r = np.sum(dt * dp) / np.sqrt(np.sum(dt * dt) * np.sum(dp * dp))
     return float(np.clip(r, -1.0, 1.0))
@@ -148,10 +154,8 @@ def slope(t: np.ndarray, p: np.ndarray) -> float:
     nan with fewer than two objects, a constant ``t`` or a non-finite value."""
     t = np.asarray(t, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
-    if t.size < 2 or not (np.all(np.isfinite(t)) and np.all(np.isfinite(p))) or _is_constant(t):
-        return float("nan")
-    if _is_constant(p):
-        return 0.0
+    if (special := _degenerate(t, p)) is not None:
+        return special
     dt = t - t.mean()
     return float(np.sum(dt * (p - p.mean())) / np.sum(dt * dt))
 
