@@ -88,23 +88,28 @@ def redact_config(cfg: Mapping) -> dict:
 
 
 @contextlib.contextmanager
-def _using_store(cfg: Mapping) -> Iterator[str]:
-    """Point MLflow at the configured store for the duration of the block.
+def using_store(cfg: Mapping) -> Iterator[str]:
+    """Point MLflow's tracking and model registry at the configured store for the block.
 
-    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``; restoring it afterwards
-    keeps a later stage in the same process (tests, notebooks) from mistaking it for a user
-    override.
+    Both: a ``models:/`` download resolves the registry through the process-wide URI in
+    places, whatever URI it is passed (it looked in another test's store once one had been
+    set). ``mlflow.set_tracking_uri`` and ``set_registry_uri`` also export
+    ``MLFLOW_TRACKING_URI`` and ``MLFLOW_REGISTRY_URI``; restoring them afterwards keeps a
+    later stage in the same process (tests, notebooks) from mistaking them for a user override.
     """
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    previous = {name: os.environ.get(name) for name in names}
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     try:
         yield uri
     finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def init_store(cfg: Mapping) -> dict:
@@ -112,7 +117,7 @@ def init_store(cfg: Mapping) -> dict:
 
     Run once before parallel jobs: creating the sqlite schema from two processes at once fails.
     """
-    with _using_store(cfg) as uri:
+    with using_store(cfg) as uri:
         experiment = mlflow.set_experiment(cfg["tracking"]["experiment"])
     return {
         "uri": redact_uri(uri),
@@ -351,7 +356,7 @@ def stage_run(
         extra[f"input_sha256.{name}"] = _sha256(path)
         extra[f"input_path.{name}"] = os.path.abspath(path)
     all_tags = lineage_tags(cfg, stage, dataset_digest, upstream_run_ids, extra)
-    with _using_store(cfg), _terminate_as_exception():
+    with using_store(cfg), _terminate_as_exception():
         experiment = mlflow.set_experiment(cfg["tracking"]["experiment"])
         close_orphaned_runs(experiment.experiment_id, all_tags["rule"], run_name or stage)
         run = mlflow.start_run(run_name=run_name or stage, tags=all_tags)
@@ -393,7 +398,7 @@ def _inherited_tags(cfg: Mapping, upstream_run_ids: Mapping[str, str] | None) ->
     if not upstream_run_ids:
         return {}
     inherited: dict[str, str] = {}
-    with _using_store(cfg):
+    with using_store(cfg):
         client = mlflow.MlflowClient()
         for up_stage, run_id in upstream_run_ids.items():
             try:
@@ -473,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     cfg = resolve_config(args)
     if args.command == "close-orphans":
-        with _using_store(cfg):
+        with using_store(cfg):
             experiment = mlflow.get_experiment_by_name(cfg["tracking"]["experiment"])
             closed = close_orphaned_runs(experiment.experiment_id) if experiment else []
         log.info("%d orphaned run(s) ended as KILLED", len(closed))

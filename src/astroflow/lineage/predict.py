@@ -172,6 +172,7 @@ def load_model(model: ModelRef | str, tracking_uri: str | None = None):
     """The ``GalaxyClassifier`` for a model reference (downloaded first when it is a URI)."""
     import mlflow
 
+    from astroflow import tracking
     from astroflow.lineage import records
     from astroflow.train.inference import load_classifier
 
@@ -180,7 +181,7 @@ def load_model(model: ModelRef | str, tracking_uri: str | None = None):
     if isinstance(model.uri, Path):
         return load_classifier(model.uri)
     store = records.store_uri(tracking_uri)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tracking.using_store({"tracking": {"uri": store}}), tempfile.TemporaryDirectory() as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=model.uri, dst_path=tmp, tracking_uri=store, registry_uri=store)
