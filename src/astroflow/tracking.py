@@ -89,27 +89,22 @@ def redact_config(cfg: Mapping) -> dict:
 
 @contextlib.contextmanager
 def using_store(cfg: Mapping) -> Iterator[str]:
-    """Point MLflow's tracking and model registry at the configured store for the block.
+    """Point MLflow at the configured store for the duration of the block.
 
-    Both: a ``models:/`` download resolves the registry through the process-wide URI in
-    places, whatever URI it is passed (it looked in another test's store once one had been
-    set). ``mlflow.set_tracking_uri`` and ``set_registry_uri`` also export
-    ``MLFLOW_TRACKING_URI`` and ``MLFLOW_REGISTRY_URI``; restoring them afterwards keeps a
-    later stage in the same process (tests, notebooks) from mistaking them for a user override.
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``; restoring it afterwards
+    keeps a later stage in the same process (tests, notebooks) from mistaking it for a user
+    override.
     """
-    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    previous = {name: os.environ.get(name) for name in names}
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     try:
         yield uri
     finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
 def init_store(cfg: Mapping) -> dict:

@@ -90,6 +90,7 @@ def test_predict_scores_the_unlabelled_archive_in_a_linked_run(
     import torch
 
     from astroflow.lineage import predict
+    from astroflow.train.mlflow_model import ARTIFACT_NAME
 
     cfg, index_path, reduce_run = unlabelled
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is ./mlruns
@@ -138,4 +139,10 @@ def test_predict_scores_the_unlabelled_archive_in_a_linked_run(
     assert predict.main([*argv[:3], "-o", str(again), "--config-json", json.dumps(cfg),
                          "--no-tracking"]) == 0
     np.testing.assert_allclose(pd.read_csv(again)["p_galaxy"], table["p_galaxy"], atol=1e-6)
+    # the same model by its run: runs:/<run>/<logged model name>
+    by_run = tmp_path / "by_run.csv"
+    assert predict.main(["--model", f"runs:/{train_run}/{ARTIFACT_NAME}", str(index_path),
+                         "-o", str(by_run), "--config-json", json.dumps(cfg),
+                         "--no-tracking"]) == 0
+    np.testing.assert_allclose(pd.read_csv(by_run)["p_galaxy"], table["p_galaxy"], atol=1e-6)
     assert len(client.search_runs([exp.experiment_id], "tags.stage = 'predict'")) == 1

@@ -168,11 +168,38 @@ def resolve_model(ref: str, tracking_uri: str | None = None) -> ModelRef:
                     found.name, str(found.version))
 
 
+def _artifact_location(model: ModelRef, store: str) -> str:
+    """Where a model URI's files lie (a path or an artifact-store URI), asked of ``store``.
+
+    MLflow's own ``models:/`` download resolves the registry through the process-wide URI
+    in places, whatever URI it is passed (in the full test suite it looked in another
+    test's store: "Registered Model ... not found"), so the location is resolved here, with
+    a client made for ``store``, and only plain files are downloaded.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient(store, registry_uri=store)
+    uri = str(model.uri)
+    if model.name and model.version:
+        return client.get_model_version_download_uri(model.name, model.version)
+    if uri.startswith("models:/"):  # a logged model, models:/m-<id>
+        return client.get_logged_model(uri.removeprefix("models:/")).artifact_location
+    if uri.startswith("runs:/"):  # a run's logged model by name, or an artifact folder
+        run_id, _, path = uri.removeprefix("runs:/").partition("/")
+        run = client.get_run(run_id)
+        logged = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run_id}' AND name = '{path}'")
+        if logged:
+            return logged[0].artifact_location
+        return f"{run.info.artifact_uri.rstrip('/')}/{path}"
+    return uri
+
+
 def load_model(model: ModelRef | str, tracking_uri: str | None = None):
     """The ``GalaxyClassifier`` for a model reference (downloaded first when it is a URI)."""
     import mlflow
 
-    from astroflow import tracking
     from astroflow.lineage import records
     from astroflow.train.inference import load_classifier
 
@@ -181,10 +208,10 @@ def load_model(model: ModelRef | str, tracking_uri: str | None = None):
     if isinstance(model.uri, Path):
         return load_classifier(model.uri)
     store = records.store_uri(tracking_uri)
-    with tracking.using_store({"tracking": {"uri": store}}), tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=model.uri, dst_path=tmp, tracking_uri=store, registry_uri=store)
+                artifact_uri=_artifact_location(model, store), dst_path=tmp)
         except mlflow.exceptions.MlflowException as exc:
             raise FileNotFoundError(
                 f"model {model.ref!r} ({model.uri}) not found: {exc.message}") from exc
