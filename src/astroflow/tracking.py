@@ -88,7 +88,7 @@ def redact_config(cfg: Mapping) -> dict:
 
 
 @contextlib.contextmanager
-def using_store(cfg: Mapping) -> Iterator[str]:
+def _using_store(cfg: Mapping) -> Iterator[str]:
     """Point MLflow at the configured store for the duration of the block.
 
     ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``; restoring it afterwards
@@ -112,7 +112,7 @@ def init_store(cfg: Mapping) -> dict:
 
     Run once before parallel jobs: creating the sqlite schema from two processes at once fails.
     """
-    with using_store(cfg) as uri:
+    with _using_store(cfg) as uri:
         experiment = mlflow.set_experiment(cfg["tracking"]["experiment"])
     return {
         "uri": redact_uri(uri),
@@ -351,7 +351,7 @@ def stage_run(
         extra[f"input_sha256.{name}"] = _sha256(path)
         extra[f"input_path.{name}"] = os.path.abspath(path)
     all_tags = lineage_tags(cfg, stage, dataset_digest, upstream_run_ids, extra)
-    with using_store(cfg), _terminate_as_exception():
+    with _using_store(cfg), _terminate_as_exception():
         experiment = mlflow.set_experiment(cfg["tracking"]["experiment"])
         close_orphaned_runs(experiment.experiment_id, all_tags["rule"], run_name or stage)
         run = mlflow.start_run(run_name=run_name or stage, tags=all_tags)
@@ -393,7 +393,7 @@ def _inherited_tags(cfg: Mapping, upstream_run_ids: Mapping[str, str] | None) ->
     if not upstream_run_ids:
         return {}
     inherited: dict[str, str] = {}
-    with using_store(cfg):
+    with _using_store(cfg):
         client = mlflow.MlflowClient()
         for up_stage, run_id in upstream_run_ids.items():
             try:
@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     cfg = resolve_config(args)
     if args.command == "close-orphans":
-        with using_store(cfg):
+        with _using_store(cfg):
             experiment = mlflow.get_experiment_by_name(cfg["tracking"]["experiment"])
             closed = close_orphaned_runs(experiment.experiment_id) if experiment else []
         log.info("%d orphaned run(s) ended as KILLED", len(closed))
