@@ -133,9 +133,11 @@ def test_predict_scores_the_unlabelled_archive_in_a_linked_run(
 
     again = tmp_path / "again.csv"
     # another store left as the process-wide one (as an earlier stage or test leaves it) must
-    # not be where the registered model is looked for
+    # not be where the registered model is looked for. set_tracking_uri exports
+    # MLFLOW_TRACKING_URI: setenv first, so that teardown restores the variable as it was
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset at teardown")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'another.db'}")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert predict.main([*argv[:3], "-o", str(again), "--config-json", json.dumps(cfg),
                          "--no-tracking"]) == 0
     np.testing.assert_allclose(pd.read_csv(again)["p_galaxy"], table["p_galaxy"], atol=1e-6)
