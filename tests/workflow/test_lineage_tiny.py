@@ -84,15 +84,17 @@ def test_predict_with_registered_model_matches_evaluate(tiny_run, tmp_path, monk
     monkeypatch.chdir(tiny_run)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "p.csv"
+    # --no-tracking: the tiny run's store is shared by the other workflow tests, which count
+    # its runs (predict's own run is tested in tests/reduce/test_reduce_no_labels.py)
     rc = predict.main(["--model", "astroflow-kim_brunner", "results/reduce/index.json",
-                       "-o", str(out)])
+                       "-o", str(out), "--no-tracking"])
     assert rc == 0
     got = pd.read_csv(out)
     evaluated = pd.read_parquet("results/evaluate/kim_brunner/predictions.parquet")
     assert len(got) == json.loads(Path("results/reduce/index.json").read_text())["n_objects"]
     # evaluate scores with test-time augmentation; compare against the same setting
     rc = predict.main(["--model", "results/train/kim_brunner/model", "results/reduce/index.json",
-                       "-o", str(tmp_path / "tta.parquet"), "--tta"])
+                       "-o", str(tmp_path / "tta.parquet"), "--tta", "--no-tracking"])
     assert rc == 0
     tta = pd.read_parquet(tmp_path / "tta.parquet").set_index("object_id")
     ev = evaluated.set_index("object_id")["p_galaxy"]
